@@ -1,0 +1,181 @@
+"""The ``aiprod`` command line. Our own errors become one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from aiprod_core import __version__
+from aiprod_core.errors import AiprodError
+from aiprod_core.offline import enforce_offline
+
+
+class AiprodGroup(click.Group):
+    """A group whose commands turn :class:`AiprodError` into one line per problem and exit 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AiprodError as err:
+            for line in err.lines():
+                click.echo(f"aiprod: error: {line}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=AiprodGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="aiprod")
+@click.option("--quiet", "-q", is_flag=True, help="Silence progress bars.")
+def cli(quiet: bool) -> None:
+    """AIPROD: offline audio + video generation. Every weight is local and checksummed."""
+    if quiet:
+        os.environ["AIPROD_QUIET"] = "1"
+
+
+def _quiet() -> bool:
+    return os.environ.get("AIPROD_QUIET", "") not in ("", "0")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List the installed plugins, what they register, and load errors."""
+    from aiprod_core.registry import get_registry
+
+    reg = get_registry()
+    if as_json:
+        payload = {
+            "plugins": [p.as_dict() for p in reg.plugins],
+            "components": [
+                {"kind": c.kind, "name": c.name, "distribution": c.distribution, "presets": list(c.presets),
+                 "description": c.description}
+                for c in reg.components.values()
+            ],
+            "pipelines": sorted(reg.pipelines),
+            "recipes": sorted(reg.recipes),
+            "errors": reg.errors,
+        }
+        click.echo(json.dumps(payload, indent=2))
+        return
+    for p in reg.plugins:
+        status = f"ERROR {p.error}" if p.error else "ok"
+        click.echo(f"{p.name} ({p.distribution} {p.version}): {status}")
+        for c in p.components:
+            kind, name = c.split("/", 1)
+            presets = ", ".join(reg.components[(kind, name)].presets)
+            click.echo(f"  component  {kind:<20} {name}" + (f"  [presets: {presets}]" if presets else ""))
+        for n in p.pipelines:
+            click.echo(f"  pipeline   {n}")
+        for n in p.recipes:
+            click.echo(f"  recipe     {n}")
+
+
+_run_options = [
+    click.argument("file", type=click.Path(path_type=Path)),
+    click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a YAML key (repeatable)."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps."),
+    click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16, float16."),
+    click.option("--seed", type=int, default=None, help="Random seed (default 0)."),
+    click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
+    click.option("--force-verify", is_flag=True, help="Re-hash every weight file, ignoring the verified-stamp cache."),
+]
+
+
+def _apply(options):
+    def deco(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return deco
+
+
+@cli.command()
+@_apply(_run_options)
+def run(file, overrides, device, dtype, seed, overwrite, force_verify) -> None:
+    """Validate and run a pipeline YAML (``pipeline: <kind>``)."""
+    from aiprod_core.pipeline import run_document
+
+    result = run_document(file, list(overrides), expect="pipeline", device=device, dtype=dtype, seed=seed,
+                          quiet=_quiet(), overwrite=overwrite, force_verify=force_verify)
+    if isinstance(result, (str, Path)):
+        click.echo(str(result))
+
+
+@cli.command()
+@_apply(_run_options)
+def train(file, overrides, device, dtype, seed, overwrite, force_verify) -> None:
+    """Validate and run a training recipe YAML (``recipe: <name>``)."""
+    from aiprod_core.pipeline import run_document
+
+    result = run_document(file, list(overrides), expect="recipe", device=device, dtype=dtype, seed=seed,
+                          quiet=_quiet(), overwrite=overwrite, force_verify=force_verify)
+    if isinstance(result, dict):
+        click.echo(json.dumps(result))
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def validate(files, overrides) -> None:
+    """Validate pipeline or recipe YAML files without loading any weight."""
+    from aiprod_core.errors import ConfigError
+    from aiprod_core.pipeline import load_document
+
+    problems: list[str] = []
+    for f in files:
+        try:
+            what, spec, _ = load_document(f, list(overrides))
+            click.echo(f"{f}: ok ({what} {spec.name})")
+        except AiprodError as err:
+            problems += err.lines()
+    if problems:
+        raise ConfigError(problems)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Re-hash every file, ignoring the verified-stamp cache.")
+def verify(folder, force) -> None:
+    """Verify a weights folder against its MANIFEST.json (sizes and SHA-256)."""
+    from aiprod_core.store import verify as verify_folder
+
+    root = verify_folder(folder, force=force)
+    click.echo(f"{folder}: ok (store root {root})")
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Re-hash every file, ignoring the verified-stamp cache.")
+def manifest(folder, force) -> None:
+    """Write MANIFEST.json and CHECKSUMS.sha256 for every file below FOLDER."""
+    from aiprod_core.store import write_manifest
+
+    m = write_manifest(folder, force=force)
+    click.echo(f"{folder}: {len(m['files'])} files, {len(m['components'])} components")
+
+
+def build_cli() -> click.Group:
+    """The CLI with every plugin's sub-commands added."""
+    from aiprod_core.registry import get_registry
+
+    get_registry().add_commands(cli)
+    return cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    enforce_offline()
+    try:
+        app = build_cli()
+    except AiprodError as err:  # strict plugin mode
+        for line in err.lines():
+            click.echo(f"aiprod: error: {line}", err=True)
+        sys.exit(2)
+    app.main(args=argv, prog_name="aiprod")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Pipeline and recipe runner: validate a whole YAML first, then load and run.
+
+A pipeline YAML names its kind (``pipeline: text-to-speech``); a training YAML its recipe
+(``recipe: hwvae``). The rest is validated against the kind's pydantic model, then every
+:class:`ComponentRef` inside it is checked (known component, existing weights folder with
+a readable config, overrides valid for the component's config model). All problems are
+reported together, each naming the file and the key, before any weight is read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ValidationError, model_validator
+
+from aiprod_core.config import StrictModel, apply_overrides, format_validation_error, load_yaml
+from aiprod_core.device import pick_device, pick_dtype, seed_everything
+from aiprod_core.errors import AiprodError, ConfigError
+from aiprod_core.registry import Registry, get_registry
+from aiprod_core.records import RunnableSpec
+
+
+class ComponentRef(StrictModel):
+    """A component named in a YAML: registered ``name`` (+ ``kind``), from ``weights`` or a ``preset``."""
+
+    name: str
+    kind: str | None = None
+    weights: str | None = None
+    preset: str | None = None
+    config: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ComponentRef:
+        if (self.weights is None) == (self.preset is None):
+            raise ValueError("give exactly one of 'weights' (a component folder) or 'preset'")
+        return self
+
+    def load(self, ctx: RunContext) -> torch.nn.Module:
+        """Build (preset) or verify-and-load (weights) on ``ctx.device`` / ``ctx.dtype``, in eval mode."""
+        spec = ctx.registry.component(self.kind, self.name)
+        if self.weights is not None:
+            from aiprod_core.weights import load_component
+
+            module = load_component(ctx.resolve(self.weights), device=ctx.device, force_verify=ctx.force_verify)
+            if self.config:
+                raise ConfigError([f"{ctx.source}: component {self.name!r}: 'config' overrides apply to presets only"])
+        else:
+            module = spec.build(self.preset, **self.config)
+        return module.to(device=ctx.device, dtype=ctx.dtype).eval()
+
+
+@dataclass
+class RunContext:
+    """What a pipeline or recipe runner receives besides its config."""
+
+    source: Path
+    device: torch.device
+    dtype: torch.dtype
+    seed: int = 0
+    quiet: bool = False
+    overwrite: bool = False
+    force_verify: bool = False
+    registry: Registry = field(default_factory=get_registry)
+
+    def resolve(self, path: str | Path) -> Path:
+        """Relative paths in a YAML are relative to the working directory, as on the command line."""
+        return Path(os.path.expanduser(str(path)))
+
+    def output_path(self, path: str | Path) -> Path:
+        out = self.resolve(path)
+        if out.exists() and not self.overwrite:
+            raise AiprodError(f"{out}: already exists; pass --overwrite to replace it")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out
+
+    def progress(self, iterable: Iterable | None = None, **kw: Any) -> Iterator:
+        from tqdm import tqdm
+
+        return tqdm(iterable, disable=self.quiet, **kw)
+
+    def generator(self, device: torch.device | None = None) -> torch.Generator:
+        return torch.Generator(device=device or "cpu").manual_seed(self.seed)
+
+
+# -- validation ---------------------------------------------------------------------------
+def _walk_refs(obj: Any, path: str) -> Iterator[tuple[str, ComponentRef]]:
+    if isinstance(obj, ComponentRef):
+        yield path, obj
+    elif isinstance(obj, BaseModel):
+        for name in type(obj).model_fields:
+            yield from _walk_refs(getattr(obj, name), f"{path}.{name}" if path else name)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _walk_refs(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _walk_refs(v, f"{path}[{i}]")
+
+
+def check_ref(ref: ComponentRef, key: str, source: str, registry: Registry) -> list[str]:
+    """Problems with one component reference, without loading any weight."""
+    from aiprod_core.weights import read_config
+
+    try:
+        spec = registry.component(ref.kind, ref.name)
+    except ConfigError as err:
+        return [f"{source}: {key}.name: {line}" for line in err.lines()]
+    problems: list[str] = []
+    cfg_model = spec.load_config_model()
+    if ref.preset is not None:
+        if ref.preset not in spec.presets:
+            problems.append(f"{source}: {key}.preset: unknown preset {ref.preset!r} (known: {', '.join(spec.presets)})")
+        else:
+            try:
+                cfg_model.model_validate({**spec.presets[ref.preset], **ref.config})
+            except ValidationError as err:
+                problems += format_validation_error(err, source, f"{key}.config")
+    if ref.weights is not None:
+        folder = Path(os.path.expanduser(ref.weights))
+        if not folder.is_dir():
+            problems.append(f"{source}: {key}.weights: folder {folder} not found")
+        else:
+            try:
+                data = read_config(folder)
+                meta = data.pop("_aiprod", {}) or {}
+                if meta.get("name") not in (None, spec.name):
+                    problems.append(f"{source}: {key}.weights: {folder} holds {meta.get('name')!r}, not {spec.name!r}")
+                cfg_model.model_validate(data)
+            except AiprodError as err:
+                problems.append(f"{source}: {key}.weights: {err}")
+            except ValidationError as err:
+                problems += format_validation_error(err, str(folder / "config.json"))
+    return problems
+
+
+def validate_document(
+    data: dict[str, Any], source: str, registry: Registry | None = None
+) -> tuple[str, RunnableSpec, BaseModel]:
+    """Validate a pipeline or recipe mapping as a whole. Returns (``"pipeline"|"recipe"``, spec, config)."""
+    registry = registry or get_registry()
+    data = dict(data)
+    if "pipeline" in data and "recipe" not in data:
+        what, name = "pipeline", data.pop("pipeline")
+    elif "recipe" in data and "pipeline" not in data:
+        what, name = "recipe", data.pop("recipe")
+    else:
+        raise ConfigError([f"{source}: expected exactly one top-level key 'pipeline' (aiprod run) or 'recipe' (aiprod train)"])
+    try:
+        spec = registry.pipeline(name) if what == "pipeline" else registry.recipe(name)
+    except ConfigError as err:
+        raise ConfigError([f"{source}: {what}: {line}" for line in err.lines()]) from None
+    try:
+        cfg = spec.load_config_model().model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+    problems: list[str] = []
+    for key, ref in _walk_refs(cfg, ""):
+        problems += check_ref(ref, key, source, registry)
+    if problems:
+        raise ConfigError(problems)
+    return what, spec, cfg
+
+
+def load_document(path: str | Path, overrides: list[str] | None = None, registry: Registry | None = None):
+    path = Path(path)
+    data = apply_overrides(load_yaml(path), list(overrides or []), str(path))
+    return validate_document(data, str(path), registry)
+
+
+def run_document(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    *,
+    expect: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    seed: int | None = None,
+    quiet: bool = False,
+    overwrite: bool = False,
+    force_verify: bool = False,
+) -> Any:
+    """Validate everything, then run the pipeline or recipe the YAML names."""
+    registry = get_registry()
+    what, spec, cfg = load_document(path, overrides, registry)
+    if expect is not None and what != expect:
+        other = "aiprod train" if what == "recipe" else "aiprod run"
+        raise ConfigError([f"{path}: this is a {what} YAML; run it with `{other}`"])
+    dev = pick_device(device)
+    seed = 0 if seed is None else seed
+    seed_everything(seed)
+    ctx = RunContext(source=Path(path), device=dev, dtype=pick_dtype(dtype, dev), seed=seed, quiet=quiet,
+                     overwrite=overwrite, force_verify=force_verify, registry=registry)
+    return spec.load_run()(cfg, ctx)

@@ -1,0 +1,20 @@
+"""Run under torchrun by test_training.py: trains the regression task with DDP or FSDP2."""
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from aiprod_core.training import TrainConfig, Trainer
+from test_training import RegressionTask
+
+out, strategy = Path(sys.argv[1]), sys.argv[2]
+cfg = TrainConfig(output_dir=str(out / "run"), max_steps=12, checkpoint_every=6, lr=1e-2, progress=False,
+                  strategy=strategy, device="cpu")
+trainer = Trainer(cfg, RegressionTask())
+trainer.fit()
+full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+        for k, v in trainer.ctx.raw["model"].state_dict().items()}
+torch.save(full, out / f"rank{dist.get_rank()}.pt")
+dist.destroy_process_group()

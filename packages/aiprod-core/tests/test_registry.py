@@ -1,0 +1,108 @@
+"""Plugin discovery: entry points, broken plugins, duplicates, allow/block lists, strict mode."""
+
+import importlib.metadata as md
+import json
+import types
+
+import pytest
+from click.testing import CliRunner
+
+from aiprod_core import ComponentSpec, hookimpl, registry
+from aiprod_core.errors import ConfigError, PluginError
+
+import toy
+
+
+def _plugin(name, kind="toy"):
+    @hookimpl
+    def aiprod_register_components():
+        return [ComponentSpec(kind=kind, name=name, factory=toy.Toy, config_model=toy.ToyConfig, presets={"tiny": {}})]
+
+    return types.SimpleNamespace(aiprod_register_components=aiprod_register_components, __name__=f"plugin_{name}")
+
+
+def _fake_entry_points(monkeypatch, eps):
+    monkeypatch.setattr(registry.md, "entry_points", lambda group: [e for e in eps if e.group == group])
+
+
+def test_duplicate_component_names_both_distributions():
+    reg = registry.Registry()
+    reg.register_module(_plugin("same"), "a", distribution="dist-a")
+    with pytest.raises(PluginError) as err:
+        reg.register_module(_plugin("same"), "b", distribution="dist-b")
+    assert "dist-a" in str(err.value) and "dist-b" in str(err.value)
+    reg.register_module(_plugin("same", kind="other-kind"), "c", distribution="dist-c")  # other kind: fine
+
+
+def test_unmarked_functions_are_ignored():
+    mod = types.SimpleNamespace(aiprod_register_components=lambda: 1 / 0, __name__="unmarked")
+    reg = registry.Registry()
+    reg.register_module(mod, "unmarked")
+    assert reg.components == {}
+
+
+def test_broken_plugin_is_reported_and_others_load(monkeypatch):
+    eps = [
+        md.EntryPoint("core", "aiprod_core.plugin", "aiprod"),
+        md.EntryPoint("broken", "aiprod_no_such_module_xyz", "aiprod"),
+        md.EntryPoint("toy", "toy", "aiprod"),
+    ]
+    _fake_entry_points(monkeypatch, eps)
+    reg = registry.Registry().load_entrypoints()
+    assert ("toy", "toy") in reg.components
+    broken = next(p for p in reg.plugins if p.name == "broken")
+    assert "ModuleNotFoundError" in broken.error
+    assert len(reg.errors) == 1
+
+    monkeypatch.setattr(registry, "_REGISTRY", reg)
+    from aiprod_core.cli import cli
+
+    res = CliRunner().invoke(cli, ["plugins", "--json"])
+    assert res.exit_code == 0
+    payload = json.loads(res.output)
+    assert any(p["name"] == "broken" and p["error"] for p in payload["plugins"])
+    res = CliRunner().invoke(cli, ["plugins"])
+    assert "broken" in res.output and "ERROR" in res.output and "toy" in res.output
+
+
+def test_strict_mode_reraises(monkeypatch):
+    _fake_entry_points(monkeypatch, [md.EntryPoint("broken", "aiprod_no_such_module_xyz", "aiprod")])
+    monkeypatch.setenv("AIPROD_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="broken"):
+        registry.Registry().load_entrypoints()
+
+
+def test_allow_and_block_lists(monkeypatch):
+    eps = [md.EntryPoint("core", "aiprod_core.plugin", "aiprod"), md.EntryPoint("toy", "toy", "aiprod")]
+    _fake_entry_points(monkeypatch, eps)
+    monkeypatch.setenv("AIPROD_DISABLE_PLUGINS", "toy")
+    assert [p.name for p in registry.Registry().load_entrypoints().plugins] == ["core"]
+    monkeypatch.delenv("AIPROD_DISABLE_PLUGINS")
+    monkeypatch.setenv("AIPROD_LOAD_PLUGINS", "nothing-else")
+    assert [p.name for p in registry.Registry().load_entrypoints().plugins] == ["core"]
+    monkeypatch.setenv("AIPROD_LOAD_PLUGINS", "toy")
+    assert [p.name for p in registry.Registry().load_entrypoints().plugins] == ["core", "toy"]
+
+
+def test_unknown_component_lists_installed():
+    reg = registry.Registry()
+    reg.register_module(toy, "toy")
+    with pytest.raises(ConfigError) as err:
+        reg.component("toy", "nope")
+    assert "installed: toy (toy)" in str(err.value)
+
+
+def test_plugin_commands_are_added(monkeypatch):
+    import click
+
+    @hookimpl
+    def aiprod_register_commands(cli):
+        @cli.command("hello-plugin")
+        def hello():
+            click.echo("hi from plugin")
+
+    reg = registry.Registry()
+    reg.register_module(types.SimpleNamespace(aiprod_register_commands=aiprod_register_commands, __name__="cmds"), "cmds")
+    group = click.Group()
+    reg.add_commands(group)
+    assert CliRunner().invoke(group, ["hello-plugin"]).output == "hi from plugin\n"

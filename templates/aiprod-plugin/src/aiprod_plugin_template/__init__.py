@@ -1,0 +1,1 @@
+"""Template AIPROD plugin: copy, rename, replace the model."""
