@@ -1,4 +1,10 @@
+import sys
+from pathlib import Path
+
 import pytest
+
+# the helper modules beside the tests (toy.py) import by name under --import-mode=importlib
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(autouse=True)

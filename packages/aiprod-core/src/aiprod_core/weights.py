@@ -274,8 +274,14 @@ class PretrainedMixin:
         folder = Path(folder)
         if verify:
             store.verify(folder, force=force_verify)
-        cfg = cls.load_config(folder)
         device = torch.device(device) if device is not None else torch.device("cpu")
+        if (read_config(folder).get("_aiprod") or {}).get("quantization"):
+            from aiprod_core.quantize import load_quantized
+
+            module = load_quantized(cls, folder, device)
+            module.eval()  # type: ignore[attr-defined]
+            return module
+        cfg = cls.load_config(folder)
         with torch.device("meta"):
             module = cls.from_config(cfg)
         state = load_state_dict(folder, device=device)
