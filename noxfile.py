@@ -17,6 +17,7 @@ PACKAGES = [
     "aiprod-textenc",
     "aiprod-shdt",
     "aiprod-upsampler",
+    "aiprod-pipelines",
 ]
 TEMPLATE = "templates/aiprod-plugin"
 nox.options.sessions = ["tests"]

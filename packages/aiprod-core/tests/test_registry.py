@@ -13,6 +13,13 @@ from aiprod_core.errors import ConfigError, PluginError
 import toy
 
 
+@pytest.fixture(autouse=True)
+def _plain_env(monkeypatch):
+    """CI runs with AIPROD_STRICT_PLUGINS=1; these tests set the switches themselves."""
+    for var in ("AIPROD_STRICT_PLUGINS", "AIPROD_LOAD_PLUGINS", "AIPROD_DISABLE_PLUGINS"):
+        monkeypatch.delenv(var, raising=False)
+
+
 def _plugin(name, kind="toy"):
     @hookimpl
     def aiprod_register_components():
