@@ -64,3 +64,17 @@ def test_core_does_not_depend_on_heavy_libraries():
     deps = CORE_DEPS
     for heavy in ("transformers", "peft", "torchaudio", "av", "diffusers", "optimum-quanto"):
         assert heavy not in deps
+
+
+def test_core_cli_imports_no_heavy_library():
+    import subprocess
+
+    code = (
+        "import sys; from aiprod_core.cli import build_cli; build_cli(); "
+        "heavy = [m for m in ('transformers', 'torchaudio', 'peft', 'av', 'diffusers') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    env = {**__import__("os").environ, "AIPROD_LOAD_PLUGINS": "core"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"aiprod-core imported {out.stdout.strip()}"

@@ -116,3 +116,23 @@ def test_torchrun_two_processes_on_cpu(tmp_path, strategy):
     assert single.load_checkpoint(ckpt) == 12
     for k, v in single.ctx.raw["model"].state_dict().items():
         assert torch.equal(v, p0[k]), k
+
+
+class FrozenBaseTask(RegressionTask):
+    def __init__(self):
+        super().__init__()
+        for p in self.model.blocks.parameters():
+            p.requires_grad_(False)
+
+
+def test_frozen_parameters_are_not_checkpointed_and_resume_is_exact(tmp_path):
+    full = Trainer(cfg(tmp_path, "f", ema_decay=None), FrozenBaseTask())
+    full.fit()
+    state = torch.load(full.checkpoints()[-1], weights_only=True)
+    assert not any(k.startswith("blocks.") for k in state["modules"]["model"])
+    assert "head.weight" in state["modules"]["model"] and "scale" in state["modules"]["model"]
+    Trainer(cfg(tmp_path, "k", ema_decay=None), FrozenBaseTask()).fit(stop_after=23)
+    resumed = Trainer(cfg(tmp_path, "k", ema_decay=None), FrozenBaseTask())
+    resumed.fit()
+    for k, v in full.ctx.raw["model"].state_dict().items():
+        assert torch.equal(v, resumed.ctx.raw["model"].state_dict()[k]), k

@@ -134,6 +134,10 @@ def _like(full: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return full.to(ref.device, ref.dtype)
 
 
+def _frozen_names(module: nn.Module) -> set[str]:
+    return {n for n, p in module.named_parameters() if not p.requires_grad}
+
+
 def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
@@ -283,6 +287,9 @@ class Trainer:
         for name, module in self.ctx.raw.items():
             if name in self.optimizers:
                 models[name], optims[name] = get_state_dict(module, self.optimizers[name], options=opts)
+                # frozen parameters (a LoRA base, a fixed teacher) are rebuilt by the task, not checkpointed
+                frozen = _frozen_names(module)
+                models[name] = {k: v for k, v in models[name].items() if k not in frozen}
             else:
                 models[name] = {k: _full(v) for k, v in module.state_dict().items()}
         return models, optims
@@ -321,9 +328,15 @@ class Trainer:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
         state = torch.load(path, map_location="cpu", weights_only=True)
-        opts = StateDictOptions(full_state_dict=True, strict=True)
         for name, module in self.ctx.raw.items():
             if name in self.optimizers:
+                frozen = _frozen_names(module)
+                expected = set(module.state_dict()) - frozen
+                got = set(state["modules"][name])
+                if got != expected:
+                    raise RuntimeError(f"{path}: module {name!r} does not match the checkpoint "
+                                       f"(missing {sorted(expected - got)[:3]}, unexpected {sorted(got - expected)[:3]})")
+                opts = StateDictOptions(full_state_dict=True, strict=not frozen)
                 set_state_dict(module, self.optimizers[name], model_state_dict=state["modules"][name],
                                optim_state_dict=state["optimizers"][name], options=opts)
             else:
