@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from aiprod_core.errors import ConfigError
 from aiprod_core.pipeline import load_document
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -13,9 +14,16 @@ YAMLS = sorted([*ROOT.glob("configs/train/**/*.yaml"), *ROOT.glob("examples/*.ya
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_shipped_yaml_validates(path, monkeypatch):
+    """Full-size configs name weights a user trains or brings (e.g. weights/aiprod-hwvae-v1); only
+    their absence is tolerated, and only outside configs/train/tiny and examples/."""
     monkeypatch.chdir(ROOT)
-    what, spec, cfg = load_document(path)
-    assert what in ("pipeline", "recipe")
+    try:
+        what, _, _ = load_document(path)
+        assert what in ("pipeline", "recipe")
+    except ConfigError as err:
+        full_size = "configs" in path.parts and "tiny" not in path.parts
+        left = [ln for ln in err.lines() if not (full_size and ".weights: folder" in ln and "not found" in ln)]
+        assert not left, "\n".join(left)
 
 
 @pytest.mark.parametrize("path", [p for p in YAMLS if "configs" in p.parts], ids=lambda p: p.name)

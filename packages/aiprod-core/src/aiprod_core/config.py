@@ -23,7 +23,7 @@ def format_validation_error(err: ValidationError, source: str, prefix: str = "")
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         key = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or "<root>")
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "missing":

@@ -1,0 +1,25 @@
+"""aiprod hookimpls of aiprod-pipelines (cheap to import: everything heavy is a string or deferred)."""
+
+from __future__ import annotations
+
+from aiprod_core import PipelineSpec, hookimpl
+
+
+@hookimpl
+def aiprod_register_pipelines():
+    return [
+        PipelineSpec(
+            name="text-to-video",
+            config_model="aiprod_pipelines.text_to_video:TextToVideoConfig",
+            run="aiprod_pipelines.text_to_video:run",
+            description="prompt → text encoder → video denoiser (→ x2 latent upsampler) → video autoencoder "
+            "→ narration → mp4 (H.264 + AAC)",
+        )
+    ]
+
+
+@hookimpl
+def aiprod_register_commands(cli):
+    from aiprod_pipelines.eval import eval_command
+
+    cli.add_command(eval_command, name="eval")

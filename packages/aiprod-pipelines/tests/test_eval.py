@@ -1,0 +1,183 @@
+"""`aiprod eval`: the metrics themselves, then the command on dummy components and small data folders."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import dummies
+import numpy as np
+import pytest
+import torch
+import yaml
+from aiprod_pipelines import eval as ev
+from aiprod_pipelines.corpus import CorpusConfig, make_video_corpus
+from aiprod_pipelines.media import read_mp4, write_wav
+from click.testing import CliRunner
+
+import aiprod_core.registry as registry_mod
+from aiprod_core.errors import AiprodError
+
+SR = 24000
+
+
+# -- metrics -------------------------------------------------------------------------------------------
+def test_psnr_and_si_sdr_known_values():
+    ref = np.zeros((2, 8, 8, 3), np.uint8)
+    assert ev.psnr(ref, ref + 16) == pytest.approx(10 * math.log10(255**2 / 256))
+    assert ev.psnr(ref, ref) == float("inf")
+    rng = np.random.default_rng(0)
+    x = np.sin(2 * np.pi * 200 * np.arange(SR) / SR)
+    noise = rng.standard_normal(SR)
+    noise -= noise.dot(x) / x.dot(x) * x  # orthogonal to the reference
+    noise *= math.sqrt(x.dot(x) / noise.dot(noise) / 10)  # 10 dB below it
+    assert ev.si_sdr(x, x + noise) == pytest.approx(10.0, abs=0.05)
+    assert ev.si_sdr(x, 0.3 * (x + noise)) == pytest.approx(10.0, abs=0.05)  # scale-invariant
+    assert ev.si_sdr(x, noise) < -20
+
+
+def test_codebooks_for_bitrate():
+    assert ev.codebooks_for_kbps(6.0, 75, 1024, 8) == 8  # the codec card: 8 x 10 bit x 75 Hz = 6 kbps
+    assert ev.codebooks_for_kbps(1.5, 75, 1024, 8) == 2
+    assert ev.codebooks_for_kbps(12.0, 75, 1024, 8) == 8
+    with pytest.raises(AiprodError, match="below one codebook of this codec .* pass --kbps 7.5 or more"):
+        ev.codebooks_for_kbps(6.0, 750, 1024, 8)  # a 32-sample hop cannot code 6 kbps
+
+
+def test_mel_distance_ignores_timing_not_content():
+    n = np.arange(SR) / SR
+
+    def tone(f, start, dur=0.5):
+        return 0.3 * np.sin(2 * np.pi * f * n) * ((n >= start) & (n < start + dur))
+
+    a = tone(300, 0.1)
+    d_same, d_shift, d_other = ev.mel_distance(a, a, SR), ev.mel_distance(a, tone(300, 0.35), SR), ev.mel_distance(
+        a, tone(1200, 0.1), SR)
+    assert d_same == 0.0 and d_shift < 1.0 and d_other > 5 * max(d_shift, 0.5)
+    seq = np.arange(12, dtype=float).reshape(6, 2)
+    assert ev.dtw_distance(seq, np.repeat(seq, 2, axis=0)) == 0.0
+
+
+# -- the command on dummies ----------------------------------------------------------------------------
+@pytest.fixture
+def cli(monkeypatch):
+    reg = dummies.make_registry()
+    monkeypatch.setattr(registry_mod, "_REGISTRY", reg)
+    from aiprod_core.cli import cli
+
+    reg.add_commands(cli)
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture(scope="module")
+def video_corpus(tmp_path_factory):
+    cfg = CorpusConfig(train_clips=1, heldout_clips=4, size=32, frames=5, heldout_per_colour=1)
+    return make_video_corpus(tmp_path_factory.mktemp("vc") / "corpus", cfg)
+
+
+def test_eval_video_autoencoder(cli, tmp_path, video_corpus):
+    folder = dummies.DummyAutoencoder().save_pretrained(tmp_path / "ae")
+    res = cli("eval", folder, video_corpus, "--json", "--frames", "5")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["kind"] == "video-autoencoder" and report["clips"] == 4 and report["data"].endswith("heldout")
+    # the same number by hand for the clips: block-mean autoencoder, 8-bit frames
+    ae = dummies.DummyAutoencoder()
+    scores = []
+    for p in sorted((video_corpus / "heldout").glob("*.mp4")):
+        f = read_mp4(p).frames
+        v = torch.from_numpy(f.astype(np.float32).transpose(3, 0, 1, 2) / 127.5 - 1)[None]
+        out = ae.decode(ae.encode(v))[0].detach().numpy().transpose(1, 2, 3, 0)
+        scores.append(ev.psnr(f, np.clip((out + 1) * 127.5, 0, 255).round().astype(np.uint8)))
+    assert report["psnr_db"] == pytest.approx(np.mean(scores), abs=1e-6)
+    assert 10 < report["psnr_db"] < 30 and report["floor"] == {
+        "metric": "psnr_db", "op": ">=", "floor": 30.0, "value": report["psnr_db"], "pass": False}
+    assert cli("eval", folder, video_corpus, "--check").exit_code == 1  # below the 30 dB floor
+
+
+def test_eval_audio_codec(cli, tmp_path):
+    data = tmp_path / "wavs"
+    t = np.arange(int(0.5 * 22050)) / 22050
+    for i, f in enumerate((220.0, 330.0)):
+        write_wav(data / f"{i}.wav", 0.4 * np.sin(2 * np.pi * f * t), 22050)  # 22.05 kHz: resampled to 24 kHz
+    folder = dummies.DummyCodec().save_pretrained(tmp_path / "codec")
+    res = cli("eval", folder, data, "--json", "--check", "--kbps", "200")
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output)
+    assert r["codebooks"] == 1 and r["bitrate_kbps"] == pytest.approx(192.0) and r["files"] == 2
+    assert r["si_sdr_db"] > 30 and r["floor"]["pass"]  # 8-bit uniform quantisation of a tone
+
+
+def _ljspeech(folder, texts, freq=220.0, sr=22050):
+    lines = []
+    for i, text in enumerate(texts):
+        n = int(len(text) * 0.05 * sr)
+        write_wav(folder / "wavs" / f"U{i}.wav", 0.3 * np.sin(2 * np.pi * freq * np.arange(n) / sr), sr)
+        lines.append(f"U{i}|{text}|{text}")
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_eval_speech_against_untrained(cli, tmp_path):
+    data = _ljspeech(tmp_path / "lj", ["Hello there.", "A red circle moves left."])
+    model = dummies.DummySpeech()  # untrained: 880 Hz
+    with torch.no_grad():
+        model.freq.fill_(220.0)  # "trained": the reference voice
+    folder = model.save_pretrained(tmp_path / "tts")
+    res = cli("eval", folder, data, "--json", "--check")
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output)
+    assert r["utterances"] == 2 and r["mel_distance_db"] < 1.5 < r["untrained_mel_distance_db"]
+    assert r["mel_distance_ratio"] < 0.8 and r["floor"]["pass"]
+    text = cli("eval", folder, data, "--no-baseline").output
+    assert "mel_distance_db" in text and "untrained" not in text
+
+
+def test_eval_text_to_video_colour_hits(cli, tmp_path, video_corpus):
+    cfg = {"pipeline": "text-to-video", "prompt": "unused", "output": str(tmp_path / "unused.mp4"), "width": 32,
+           "height": 32, "frames": 5, "steps": 3, "guidance_scale": 1.0,
+           "text_encoder": {"name": "dummy-text", "preset": "tiny"}, "denoiser": {"name": "dummy-dit", "preset": "tiny"},
+           "autoencoder": {"name": "dummy-ae", "preset": "tiny"}}
+    path = tmp_path / "t2v.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = cli("eval", path, video_corpus, "--json", "--check")
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output)
+    assert r["colour_hit_rate"] == 1.0 and r["reference_colour_hit_rate"] == 1.0 and r["clips"] == 4
+    blind = cli("eval", path, video_corpus, "--set", "denoiser.config.colour_blind=true", "--check")
+    assert blind.exit_code == 1 and "colour_hit_rate" in blind.output and "FAIL" in blind.output
+    assert not (tmp_path / "unused.mp4").exists()
+
+
+def test_eval_errors_are_one_line(cli, tmp_path, video_corpus):
+    folder = dummies.DummyTextEncoder().save_pretrained(tmp_path / "te")
+    res = cli("eval", folder, video_corpus)
+    assert res.exit_code == 2 and res.output.count("aiprod: error:") == 1 and "no metric for a text-encoder" in res.output
+    ae = dummies.DummyAutoencoder().save_pretrained(tmp_path / "ae")
+    res = cli("eval", ae, tmp_path / "missing")
+    assert res.exit_code == 2 and "data folder not found" in res.output
+    (ae / "model.safetensors").write_bytes(b"tampered")
+    res = cli("eval", ae, video_corpus)
+    assert res.exit_code == 2 and "aiprod: error:" in res.output
+
+
+def test_registered_through_the_entry_point():
+    import importlib.metadata as md
+
+    eps = {ep.name: ep.value for ep in md.entry_points(group="aiprod")}
+    assert eps.get("pipelines") == "aiprod_pipelines.plugin"
+    reg = registry_mod.Registry()
+    from aiprod_pipelines import plugin
+
+    reg.register_module(plugin, "pipelines")
+    assert reg.pipeline("text-to-video").load_config_model().__name__ == "TextToVideoConfig"
+    import click
+
+    group = click.Group()
+    reg.add_commands(group)
+    assert "eval" in group.commands
