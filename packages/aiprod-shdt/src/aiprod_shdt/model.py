@@ -1,0 +1,345 @@
+"""SHDT — the Sovereign Hybrid Diffusion Transformer (video denoiser, rectified-flow velocity).
+
+Architecture, top to bottom (sizes in :mod:`aiprod_shdt.presets`):
+
+1. **Patchify** the normalised VAE latents ``[B, 16, T, H, W]`` into 2x2 spatial patches, one token
+   per patch per latent frame (``T * H/2 * W/2`` tokens; 57,600 at 1024x576x97), then a linear embed.
+2. **Conditioning vector** from the diffusion time (sinusoidal + MLP, DiT https://arxiv.org/abs/2212.09748),
+   an optional guidance-strength embedding (guidance distillation, Flux / HunyuanVideo) and the
+   masked mean of the text embeddings (the pooled-text vector of SD3/Flux, here from the same encoder).
+3. **Dual-stream blocks** (MM-DiT, SD3 https://arxiv.org/abs/2403.03206): video and text tokens keep
+   their own weights (modulation, norms, projections, MLP) but attend jointly over the concatenation.
+4. **Single-stream blocks** (Flux / HunyuanVideo): one concatenated sequence, parallel attention + MLP
+   (ViT-22B https://arxiv.org/abs/2302.05442) with shared weights — cheaper per parameter.
+5. **Final layer**: AdaLN (shift, scale) + linear back to patches, **unpatchify**.
+
+Every residual branch is gated by AdaLN-zero modulation from the conditioning vector; gates and
+the output projection start at zero so every block starts as the identity (DiT). Queries and keys
+are RMS-normalised per head (QK-norm, https://arxiv.org/abs/2302.05442) which keeps bf16 attention
+logits bounded at long sequence lengths. Video tokens get 3D RoPE over (t, h, w); text tokens get no
+position (order is carried by the text encoder). Attention is ``F.scaled_dot_product_attention``
+(flash / memory-efficient kernels on GPU); text padding is masked as keys, and text columns padded
+in the whole batch are dropped first so that an unpadded batch runs with no mask (flash kernel).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from pydantic import Field, model_validator
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from aiprod_core.config import StrictModel
+from aiprod_core.weights import PretrainedMixin
+from aiprod_shdt.rope import apply_rope, rope_angles
+
+
+class SHDTConfig(StrictModel):
+    """Constructor arguments of :class:`SHDT` (saved as ``config.json``)."""
+
+    in_channels: int = Field(16, ge=1, description="latent channels of the video autoencoder (HW-VAE: 16)")
+    patch_size: int = Field(2, ge=1, description="spatial patch side in latent pixels (tokens = T*H*W/p^2)")
+    hidden_size: int = Field(3840, ge=8, description="transformer width")
+    num_heads: int = Field(30, ge=1, description="attention heads; head_dim = hidden_size / num_heads")
+    depth_double: int = Field(20, ge=0, description="dual-stream (video/text own weights) blocks")
+    depth_single: int = Field(38, ge=0, description="single-stream (shared weights) blocks")
+    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width / hidden_size")
+    text_dim: int = Field(4096, ge=1, description="width of the text encoder embeddings")
+    rope_axes_dim: tuple[int, int, int] = Field((16, 56, 56), description="head_dim split over (t, h, w)")
+    rope_theta: float = Field(10_000.0, gt=0, description="RoPE base frequency")
+    guidance_embed: bool = Field(False, description="embed a guidance strength (guidance-distilled model)")
+    timestep_scale: float = Field(1000.0, gt=0, description="sigma in [0,1] is scaled by this before the sinusoid")
+    norm_eps: float = Field(1e-6, gt=0, description="epsilon of LayerNorm and QK RMSNorm")
+
+    @model_validator(mode="after")
+    def _check(self) -> SHDTConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        head_dim = self.hidden_size // self.num_heads
+        if sum(self.rope_axes_dim) != head_dim or any(d % 2 for d in self.rope_axes_dim):
+            raise ValueError(f"rope_axes_dim {tuple(self.rope_axes_dim)} must be even and sum to head_dim {head_dim}")
+        return self
+
+
+# -- patches ---------------------------------------------------------------------------------------
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """``[B, C, T, H, W]`` → ``[B, T*(H/p)*(W/p), C*p*p]`` tokens, t-major then h then w."""
+    return rearrange(x, "b c t (h p) (w q) -> b (t h w) (c p q)", p=p, q=p)
+
+
+def unpatchify(tokens: torch.Tensor, grid: tuple[int, int, int], p: int) -> torch.Tensor:
+    """Inverse of :func:`patchify` for a ``(t, h, w)`` token grid."""
+    t, h, w = grid
+    return rearrange(tokens, "b (t h w) (c p q) -> b c t (h p) (w q)", t=t, h=h, w=w, p=p, q=p)
+
+
+# -- small pieces ------------------------------------------------------------------------------------
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of a ``[B]`` float tensor (DiT / ADM), computed in float32."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class MLPEmbedder(nn.Module):
+    """Linear → SiLU → Linear (timestep, guidance and pooled-text embedders)."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.in_layer = nn.Linear(in_dim, dim)
+        self.out_layer = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_layer(F.silu(self.in_layer(x)))
+
+
+class Modulation(nn.Module):
+    """AdaLN-zero: ``n`` vectors (shift/scale/gate...) of width ``dim`` from the conditioning vector."""
+
+    def __init__(self, dim: int, n: int):
+        super().__init__()
+        self.n = n
+        self.lin = nn.Linear(dim, n * dim)
+
+    def forward(self, vec: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.lin(F.silu(vec))[:, None, :].chunk(self.n, dim=-1))  # n x [B, 1, D]
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """SDPA over ``[B, heads, S, head_dim]``; ``key_mask [B, S]`` bool (True = attend) or None."""
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return rearrange(out, "b h s d -> b s (h d)")
+
+
+def _norm(dim: int, eps: float) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, elementwise_affine=False, eps=eps)  # affine comes from AdaLN
+
+
+class Rope:
+    """cos/sin of the video tokens, applied to the first ``n`` tokens of a sequence."""
+
+    def __init__(self, angles: torch.Tensor):
+        self.cos, self.sin = angles.cos(), angles.sin()
+        self.n = angles.shape[0]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # x [B, H, S, D], video tokens first
+        if x.shape[2] == self.n:
+            return apply_rope(x, self.cos, self.sin)
+        return torch.cat([apply_rope(x[:, :, : self.n], self.cos, self.sin), x[:, :, self.n :]], dim=2)
+
+
+# -- blocks ----------------------------------------------------------------------------------------------
+class StreamWeights(nn.Module):
+    """One stream's weights inside a dual-stream block (video or text)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, eps: float):
+        super().__init__()
+        head_dim = dim // heads
+        hidden = int(dim * mlp_ratio)
+        self.mod = Modulation(dim, 6)  # shift1, scale1, gate1, shift2, scale2, gate2
+        self.norm1 = _norm(dim, eps)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm = nn.RMSNorm(head_dim, eps=eps)
+        self.k_norm = nn.RMSNorm(head_dim, eps=eps)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = _norm(dim, eps)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+
+    def qkv_heads(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, heads: int):
+        qkv = self.qkv(modulate(self.norm1(x), shift, scale))
+        q, k, v = rearrange(qkv, "b s (k h d) -> k b h s d", k=3, h=heads)
+        return self.q_norm(q), self.k_norm(k), v
+
+
+class DualStreamBlock(nn.Module):
+    """MM-DiT block: separate weights per stream, one joint attention over [video; text]."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, eps: float):
+        super().__init__()
+        self.heads = heads
+        self.video = StreamWeights(dim, heads, mlp_ratio, eps)
+        self.text = StreamWeights(dim, heads, mlp_ratio, eps)
+        self.checkpointing = False
+
+    def forward(self, x, c, vec, rope: Rope, key_mask):
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, c, vec, rope, key_mask, use_reentrant=False)
+        return self._forward(x, c, vec, rope, key_mask)
+
+    def _forward(self, x, c, vec, rope: Rope, key_mask):
+        n = x.shape[1]
+        vm, tm = self.video.mod(vec), self.text.mod(vec)
+        qx, kx, vx = self.video.qkv_heads(x, vm[0], vm[1], self.heads)
+        qc, kc, vc = self.text.qkv_heads(c, tm[0], tm[1], self.heads)
+        q = rope(torch.cat([qx, qc], dim=2))
+        k = rope(torch.cat([kx, kc], dim=2))
+        out = attention(q, k, torch.cat([vx, vc], dim=2), key_mask)
+        ax, ac = out[:, :n], out[:, n:]
+        x = x + vm[2] * self.video.proj(ax)
+        x = x + vm[5] * self.video.mlp(modulate(self.video.norm2(x), vm[3], vm[4]))
+        c = c + tm[2] * self.text.proj(ac)
+        c = c + tm[5] * self.text.mlp(modulate(self.text.norm2(c), tm[3], tm[4]))
+        return x, c
+
+
+class SingleStreamBlock(nn.Module):
+    """Flux-style block over [video; text]: fused qkv + MLP-in, attention ‖ MLP, fused output."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, eps: float):
+        super().__init__()
+        self.heads = heads
+        self.dim = dim
+        self.hidden = int(dim * mlp_ratio)
+        head_dim = dim // heads
+        self.mod = Modulation(dim, 3)  # shift, scale, gate
+        self.norm = _norm(dim, eps)
+        self.linear1 = nn.Linear(dim, 3 * dim + self.hidden)
+        self.q_norm = nn.RMSNorm(head_dim, eps=eps)
+        self.k_norm = nn.RMSNorm(head_dim, eps=eps)
+        self.linear2 = nn.Linear(dim + self.hidden, dim)
+        self.checkpointing = False
+
+    def forward(self, h, vec, rope: Rope, key_mask):
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(self._forward, h, vec, rope, key_mask, use_reentrant=False)
+        return self._forward(h, vec, rope, key_mask)
+
+    def _forward(self, h, vec, rope: Rope, key_mask):
+        shift, scale, gate = self.mod(vec)
+        qkv, mlp = self.linear1(modulate(self.norm(h), shift, scale)).split([3 * self.dim, self.hidden], dim=-1)
+        q, k, v = rearrange(qkv, "b s (k h d) -> k b h s d", k=3, h=self.heads)
+        attn = attention(rope(self.q_norm(q)), rope(self.k_norm(k)), v, key_mask)
+        return h + gate * self.linear2(torch.cat([attn, F.gelu(mlp, approximate="tanh")], dim=-1))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, out_dim: int, eps: float):
+        super().__init__()
+        self.norm = _norm(dim, eps)
+        self.mod = Modulation(dim, 2)
+        self.linear = nn.Linear(dim, out_dim)
+
+    def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.mod(vec)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+# -- the model ------------------------------------------------------------------------------------------
+class SHDT(PretrainedMixin, nn.Module):
+    """Video denoiser: ``forward(latents, sigma, text, text_mask, guidance=None) -> velocity``."""
+
+    config_class = SHDTConfig
+    component_kind = "video-denoiser"
+    component_name = "shdt"
+
+    def __init__(self, *, in_channels: int = 16, patch_size: int = 2, hidden_size: int = 3840, num_heads: int = 30,
+                 depth_double: int = 20, depth_single: int = 38, mlp_ratio: float = 4.0, text_dim: int = 4096,
+                 rope_axes_dim: tuple[int, int, int] = (16, 56, 56), rope_theta: float = 10_000.0,
+                 guidance_embed: bool = False, timestep_scale: float = 1000.0, norm_eps: float = 1e-6):
+        super().__init__()
+        self.in_channels = in_channels
+        self.text_dim = text_dim
+        self.patch_size = patch_size
+        self.rope_axes_dim = tuple(rope_axes_dim)
+        self.rope_theta = rope_theta
+        self.timestep_scale = timestep_scale
+        d = hidden_size
+        patch_dim = in_channels * patch_size * patch_size
+        self.video_in = nn.Linear(patch_dim, d)
+        # text projection: the encoder's space → the transformer width (PixArt-α caption projection)
+        self.text_in = nn.Sequential(nn.Linear(text_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d))
+        self.time_in = MLPEmbedder(256, d)
+        self.guidance_in = MLPEmbedder(256, d) if guidance_embed else None
+        self.pooled_text_in = MLPEmbedder(text_dim, d)
+        self.double_blocks = nn.ModuleList(DualStreamBlock(d, num_heads, mlp_ratio, norm_eps) for _ in range(depth_double))
+        self.single_blocks = nn.ModuleList(SingleStreamBlock(d, num_heads, mlp_ratio, norm_eps) for _ in range(depth_single))
+        self.final = FinalLayer(d, patch_dim, norm_eps)
+        self.reset_parameters()
+
+    # -- init ---------------------------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        """Xavier for linears, AdaLN-zero: every modulation and the output projection start at zero."""
+        if next(self.parameters()).is_meta:
+            return
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, Modulation):
+                nn.init.zeros_(m.lin.weight)
+                nn.init.zeros_(m.lin.bias)
+        nn.init.normal_(self.time_in.in_layer.weight, std=0.02)
+        nn.init.zeros_(self.final.linear.weight)
+        nn.init.zeros_(self.final.linear.bias)
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block's activations in backward (per block, non-reentrant)."""
+        for block in [*self.double_blocks, *self.single_blocks]:
+            block.checkpointing = enabled
+
+    # -- helpers ------------------------------------------------------------------------------
+    def num_tokens(self, latent_shape: tuple[int, ...]) -> int:
+        """Video tokens for latents ``[..., T, H, W]``."""
+        t, h, w = latent_shape[-3:]
+        return t * (h // self.patch_size) * (w // self.patch_size)
+
+    def conditioning(self, sigma: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+                     guidance: torch.Tensor | None) -> torch.Tensor:
+        dtype = self.video_in.weight.dtype
+        vec = self.time_in(timestep_embedding(sigma * self.timestep_scale, 256).to(dtype))
+        if self.guidance_in is not None:
+            g = guidance if guidance is not None else torch.ones_like(sigma)
+            vec = vec + self.guidance_in(timestep_embedding(g * self.timestep_scale, 256).to(dtype))
+        m = text_mask.to(text.dtype)[..., None]
+        pooled = (text * m).sum(1) / m.sum(1).clamp(min=1.0)  # masked mean; zeros for an empty prompt
+        return vec + self.pooled_text_in(pooled.to(dtype))
+
+    # -- forward --------------------------------------------------------------------------------
+    def forward(self, latents: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+                guidance: torch.Tensor | None = None) -> torch.Tensor:
+        """``latents [B, C, T, H, W]``, ``sigma [B]`` in [0, 1], ``text [B, L, text_dim]``,
+        ``text_mask [B, L]`` bool → velocity ``[B, C, T, H, W]`` (target ``noise - x0``)."""
+        b, ch, t, h, w = latents.shape
+        p = self.patch_size
+        if ch != self.in_channels or h % p or w % p:
+            raise ValueError(f"SHDT: latents {tuple(latents.shape)} need {self.in_channels} channels and H, W "
+                             f"multiples of patch_size {p}")
+        if text.shape[-1] != self.text_dim or text_mask.shape != text.shape[:2]:
+            raise ValueError(f"SHDT: text {tuple(text.shape)} / mask {tuple(text_mask.shape)} need "
+                             f"[B, L, {self.text_dim}] and [B, L]")
+        text_mask = text_mask.bool()
+        sigma = sigma.reshape(-1).expand(b) if sigma.numel() in (1, b) else sigma
+        vec = self.conditioning(sigma, text, text_mask, guidance)
+        # drop text columns padded in the whole batch; no mask at all when nothing is padded
+        # (data-dependent, so skipped when tracing on the meta device, e.g. to count FLOPs)
+        traced = text_mask.is_meta
+        keep = text_mask.any(0)
+        if not traced and not keep.all():
+            last = int(keep.nonzero().max()) + 1 if keep.any() else 1
+            text, text_mask = text[:, :last], text_mask[:, :last]
+        grid = (t, h // p, w // p)
+        x = self.video_in(patchify(latents, p))
+        c = self.text_in(text)
+        n = x.shape[1]
+        key_mask = None
+        if traced or not text_mask.all():
+            key_mask = torch.cat([text_mask.new_ones(b, n), text_mask], dim=1)
+        rope = Rope(rope_angles(grid, self.rope_axes_dim, self.rope_theta, device=latents.device))
+        for block in self.double_blocks:
+            x, c = block(x, c, vec, rope, key_mask)
+        hcat = torch.cat([x, c], dim=1)
+        for block in self.single_blocks:
+            hcat = block(hcat, vec, rope, key_mask)
+        out = self.final(hcat[:, :n], vec)
+        return unpatchify(out, grid, p)

@@ -1,0 +1,138 @@
+"""The `shdt` recipe: overfitting, exact resume across a curriculum switch, LoRA, configs."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from aiprod_core.errors import ConfigError
+from aiprod_core.pipeline import load_document
+from aiprod_core.training import Trainer
+from aiprod_shdt.model import SHDT
+from aiprod_shdt.presets import PRESETS
+from aiprod_shdt.train import SHDTTask, SHDTTrainConfig, merge_lora
+
+ROOT = Path(__file__).resolve().parents[3]
+TINY = ROOT / "configs" / "train" / "tiny" / "shdt.yaml"
+
+
+def test_tiny_model_overfits_clips(tmp_path, tiny_config):
+    cfg = tiny_config(tmp_path)
+    task = SHDTTask(cfg)
+    trainer = Trainer(cfg.train, task)
+    with torch.no_grad():
+        before = task.evaluate(trainer.ctx)["loss"]
+    metrics = trainer.fit()
+    after = metrics["eval/loss"]
+    assert before / after >= 5.0, (before, after)
+    assert {r["stage"] for r in trainer.history} == {0.0, 1.0}  # the curriculum switched
+    model = SHDT.from_pretrained(tmp_path / "run" / "final" / "model")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, task.model.state_dict()[k])
+
+
+def short(tiny_config, tmp_path, name, **over):
+    return tiny_config(
+        tmp_path / name,
+        curriculum=[{"resolution": 32, "frames": 5, "steps": 3, "batch_size": 2},
+                    {"resolution": 48, "frames": 1, "steps": 4, "batch_size": 3}],
+        data={"aspect_ratios": ["1:1", "2:1"]}, text_dropout=0.3,
+        train={**yaml.safe_load(TINY.read_text())["train"], "output_dir": str(tmp_path / name),
+               "checkpoint_every": 2, "ema_decay": 0.9, "log_every": 1}, **over)
+
+
+def test_resume_equals_uninterrupted(tmp_path, tiny_config):
+    ref_cfg = short(tiny_config, tmp_path, "ref")
+    ref = Trainer(ref_cfg.train, SHDTTask(ref_cfg))
+    ref.fit()
+    cfg = short(tiny_config, tmp_path, "killed")
+    torch.manual_seed(123)  # a fresh process: unrelated global RNG state
+    first = Trainer(cfg.train, SHDTTask(cfg))
+    assert first.fit(stop_after=5)["stopped"]  # killed after the checkpoint of step 4, inside stage 1
+    task = SHDTTask(cfg)
+    Trainer(cfg.train, task).fit()
+    for k, v in ref.ctx.raw["model"].state_dict().items():
+        assert torch.equal(v, task.model.state_dict()[k]), k
+    a = [r["loss"] for r in ref.history]
+    records = [yaml.safe_load(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert a == [r["loss"] for r in records if "loss" in r]  # one record per step, none duplicated
+    assert {r["stage"] for r in ref.history} == {0.0, 1.0}
+    assert not torch.equal(ref.ctx.raw["model"].final.linear.weight, torch.zeros(1))
+
+
+def test_lora_phase_trains_adapters_and_exports_merged(tmp_path, tiny_config):
+    torch.manual_seed(0)
+    base = SHDT(**PRESETS["tiny"])
+    with torch.no_grad():
+        for p in base.parameters():
+            if p.dim() > 1 and p.abs().sum() == 0:
+                p.normal_(0, 0.05)
+    base.save_pretrained(tmp_path / "base")
+    cfg = tiny_config(tmp_path, mode="lora", model={"preset": "tiny", "init_weights": str(tmp_path / "base")},
+                      lora={"rank": 4, "alpha": 8},
+                      curriculum=[{"resolution": 32, "frames": 5, "steps": 30, "batch_size": 4}])
+    task = SHDTTask(cfg)
+    trainable = [n for n, p in task.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    trainer = Trainer(cfg.train, task)
+    with torch.no_grad():
+        before = task.evaluate(trainer.ctx)["loss"]
+    after = trainer.fit()["eval/loss"]
+    assert after < before
+    merged = SHDT.from_pretrained(tmp_path / "run" / "final" / "model")
+    batch = task.eval_batch(torch.device("cpu"))
+    task.model.eval()
+    with torch.no_grad():
+        args = (batch["latents"], batch["sigma"], batch["text"], batch["text_mask"])
+        assert torch.allclose(merged(*args), task.model(*args), atol=1e-5)
+        assert not torch.allclose(merged(*args), base.eval()(*args), atol=1e-4)
+    frozen = {k: v for k, v in task.model.state_dict().items() if "base_layer" in k or "lora_" not in k}
+    base_state = base.state_dict()
+    assert all(torch.equal(v, base_state[k.replace(".base_layer", "")]) for k, v in frozen.items())
+    assert (tmp_path / "run" / "final" / "lora" / "adapter_model.safetensors").is_file()
+
+
+def test_merge_lora_math():
+    a, b, w = torch.randn(2, 5), torch.randn(3, 2), torch.randn(3, 5)
+    merged, adapters = merge_lora({"x.base_layer.weight": w, "x.base_layer.bias": torch.zeros(3),
+                                   "x.lora_A.default.weight": a, "x.lora_B.default.weight": b}, 0.5)
+    assert torch.allclose(merged["x.weight"], w + 0.5 * b @ a) and set(merged) == {"x.weight", "x.bias"}
+    assert len(adapters) == 2
+
+
+def test_shipped_configs_validate():
+    for name in ("lora_phase1.yaml", "full_finetune.yaml", "tiny/shdt.yaml"):
+        what, spec, cfg = load_document(ROOT / "configs" / "train" / name)
+        assert what == "recipe" and spec.name == "shdt"
+    _, _, full = load_document(ROOT / "configs" / "train" / "full_finetune.yaml")
+    assert [s.resolution for s in full.curriculum] == [256, 512, 768, 1024]
+    assert full.train.max_steps == 100_000 and full.train.strategy == "fsdp2"
+    _, _, lora = load_document(ROOT / "configs" / "train" / "lora_phase1.yaml")
+    assert lora.mode == "lora" and lora.lora.rank == 32 and lora.train.max_steps == 15_000
+
+
+def test_config_errors_name_the_problem(tmp_path, tiny_config):
+    data = tiny_config(tmp_path).model_dump()
+    data["train"]["max_steps"] = 3
+    with pytest.raises(ValueError, match="curriculum stages sum to 400"):
+        SHDTTrainConfig.model_validate(data)
+    with pytest.raises(ValueError, match="1 \\+ 4k"):
+        tiny_config(tmp_path, curriculum=[{"resolution": 32, "frames": 16, "steps": 1, "batch_size": 1}])
+    with pytest.raises(ValueError, match="init_weights"):
+        tiny_config(tmp_path, mode="lora")
+    path = tmp_path / "bad.yaml"
+    data = yaml.safe_load(TINY.read_text())
+    data["curriculum"][0]["resolutoin"] = 64
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="resolutoin"):
+        load_document(path)
+
+
+def test_recipe_runs_through_run_document(tmp_path):
+    from aiprod_core.pipeline import run_document
+
+    out = run_document(TINY, [f"train.output_dir={tmp_path / 'cli'}", "train.max_steps=2",
+                              "curriculum=[{resolution: 32, frames: 5, steps: 2, batch_size: 2}]"],
+                       expect="recipe", device="cpu", quiet=True)
+    assert out["step"] == 2 and (tmp_path / "cli" / "final" / "model" / "config.json").is_file()
