@@ -136,3 +136,29 @@ def test_frozen_parameters_are_not_checkpointed_and_resume_is_exact(tmp_path):
     resumed.fit()
     for k, v in full.ctx.raw["model"].state_dict().items():
         assert torch.equal(v, resumed.ctx.raw["model"].state_dict()[k]), k
+
+
+class FixedBatchTask(RegressionTask):
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Identity()
+
+    def make_batch(self, step, generator):
+        return super().make_batch(step, torch.Generator().manual_seed(step))
+
+
+def test_gradient_accumulation_equals_the_same_batch_once(tmp_path):
+    one = Trainer(cfg(tmp_path, "one", ema_decay=None, max_steps=6), FixedBatchTask())
+    one.fit()
+    two = Trainer(cfg(tmp_path, "two", ema_decay=None, max_steps=6, grad_accum_steps=2), FixedBatchTask())
+    two.fit()
+    for k, v in one.ctx.raw["model"].state_dict().items():
+        torch.testing.assert_close(v, two.ctx.raw["model"].state_dict()[k], rtol=1e-5, atol=1e-6)
+    killed = Trainer(cfg(tmp_path, "acc", grad_accum_steps=2), RegressionTask())
+    killed.fit(stop_after=25)
+    resumed = Trainer(cfg(tmp_path, "acc", grad_accum_steps=2), RegressionTask())
+    resumed.fit()
+    full = Trainer(cfg(tmp_path, "accfull", grad_accum_steps=2), RegressionTask())
+    full.fit()
+    for k, v in full.ctx.raw["model"].state_dict().items():
+        assert torch.equal(v, resumed.ctx.raw["model"].state_dict()[k]), k

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
@@ -71,15 +70,40 @@ def linear_targets(module: nn.Module, exclude: list[str]) -> dict[str, tuple[int
     }
 
 
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,
+              "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def _read_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield the tensors of one file with plain reads, one at a time.
+
+    safetensors' own loader memory-maps the file, and every page it touches then counts
+    towards the process's resident memory until the file is closed; reading each tensor
+    into its own buffer keeps the peak at one tensor, whatever the file size.
+    """
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        header.pop("__metadata__", None)
+        start = 8 + n
+        for key, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+            begin, end = info["data_offsets"]
+            f.seek(start + begin)
+            buf = bytearray(end - begin)
+            f.readinto(buf)
+            dtype = _ST_DTYPES[info["dtype"]]
+            t = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
+            yield key, t.reshape(info["shape"])
+
+
 def _iter_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
     if (folder / INDEX).is_file():
         files = sorted(set(json.loads((folder / INDEX).read_text())["weight_map"].values()))
     else:
         files = [WEIGHTS]
     for name in files:
-        with safe_open(str(folder / name), framework="pt", device="cpu") as f:
-            for key in f.keys():
-                yield key, f.get_tensor(key)
+        yield from _read_safetensors(folder / name)
 
 
 class _ShardWriter:

@@ -41,6 +41,7 @@ class TrainConfig(StrictModel):
     max_steps: int
     seed: int = 0
     batch_size: int = 1
+    grad_accum_steps: int = 1
     lr: float = 1e-4
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -90,6 +91,10 @@ class TrainTask:
                 for block in sub:
                     fully_shard(block)
 
+    def fsdp_root_kwargs(self, name: str) -> dict[str, Any]:
+        """FSDP2: keyword arguments of the root ``fully_shard`` call (e.g. ``mp_policy``)."""
+        return {}
+
     def export(self, out_dir: Path, ctx: StepContext) -> None:
         """Save the trained modules as component folders (EMA weights when enabled)."""
         from aiprod_core.weights import PretrainedMixin
@@ -104,7 +109,7 @@ class EMA:
 
     def __init__(self, module: nn.Module, decay: float):
         self.decay = decay
-        self.names = [n for n, p in module.named_parameters() if p.is_floating_point()]
+        self.names = [n for n, p in module.named_parameters() if p.is_floating_point() and p.requires_grad]
         params = dict(module.named_parameters())
         self.shadow = [params[n].detach().clone().float() for n in self.names]
 
@@ -182,6 +187,8 @@ class StepContext:
         self.rank = trainer.rank
         self.world_size = trainer.world_size
         self.config = trainer.cfg
+        self.micro = 0
+        self.accum = trainer.cfg.grad_accum_steps
         self._extra: dict[str, float] = {}
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -193,8 +200,11 @@ class StepContext:
         """zero_grad → backward → clip → optimizer step → LR step → EMA; returns the grad norm."""
         t = self.trainer
         opt = t.optimizers[name]
-        opt.zero_grad(set_to_none=True)
-        loss.backward(retain_graph=retain_graph)
+        if self.micro == 0:
+            opt.zero_grad(set_to_none=True)
+        (loss / self.accum if self.accum > 1 else loss).backward(retain_graph=retain_graph)
+        if self.micro != self.accum - 1:
+            return 0.0  # accumulate; gradients are synchronised and applied on the last micro-batch
         params = [p for p in self.raw[name].parameters() if p.grad is not None]
         norm = 0.0
         if self.config.grad_clip is not None and params:
@@ -260,7 +270,7 @@ class Trainer:
                 from torch.distributed.fsdp import fully_shard
 
                 self.task.shard(name, module, fully_shard)
-                fully_shard(module)
+                fully_shard(module, **self.task.fsdp_root_kwargs(name))
             self.ctx.raw[name] = module
             self.ctx.modules[name] = wrapped
             params = [p for p in module.parameters() if p.requires_grad]
@@ -408,10 +418,17 @@ class Trainer:
             self.ctx.step = step
             for m in self.ctx.raw.values():
                 m.train()
-            batch = _to_device(self.task.make_batch(step, step_generator(cfg.seed, step, self.rank)), self.device)
-            metrics = dict(self.task.train_step(batch, self.ctx))
-            metrics.update(self.ctx._extra)
-            self.ctx._extra = {}
+            metrics = {}
+            for micro in range(cfg.grad_accum_steps):
+                self.ctx.micro = micro
+                self._set_grad_sync(micro == cfg.grad_accum_steps - 1)
+                draw = step * cfg.grad_accum_steps + micro  # == step without accumulation
+                batch = _to_device(self.task.make_batch(step, step_generator(cfg.seed, draw, self.rank)), self.device)
+                out = dict(self.task.train_step(batch, self.ctx))
+                out.update(self.ctx._extra)
+                self.ctx._extra = {}
+                for k, v in out.items():
+                    metrics[k] = metrics.get(k, 0.0) + float(v) / cfg.grad_accum_steps
             done = step + 1
             record = {"step": done, **{k: float(v) for k, v in metrics.items()}}
             if self.schedulers:
@@ -436,6 +453,16 @@ class Trainer:
             self.save_checkpoint(cfg.max_steps)
             self.task.export(self.out / "final", self.ctx)
         return {"step": cfg.max_steps, **last}
+
+    def _set_grad_sync(self, sync: bool) -> None:
+        """Skip the gradient all-reduce on all but the last micro-batch of an accumulated step."""
+        if self.world_size == 1 or self.cfg.grad_accum_steps == 1:
+            return
+        for name, wrapped in self.ctx.modules.items():
+            if isinstance(wrapped, nn.parallel.DistributedDataParallel):
+                wrapped.require_backward_grad_sync = sync
+            elif hasattr(wrapped, "set_requires_gradient_sync"):
+                wrapped.set_requires_gradient_sync(sync)
 
     def _evaluate(self) -> dict[str, float]:
         for m in self.ctx.raw.values():

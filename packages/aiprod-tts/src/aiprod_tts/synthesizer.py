@@ -1,0 +1,140 @@
+"""The registered component: ``speech-synthesizer`` / ``fastspeech2-hifigan``.
+
+One module holds the text frontend's symbol inventory (in its config), the acoustic model
+(FastSpeech 2 + ProsodyModeler + aligner) and the HiFi-GAN generator, so one folder is one voice.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import model_validator
+from torch import nn
+
+from aiprod_core.config import StrictModel
+from aiprod_core.errors import AiprodError
+from aiprod_core.weights import PretrainedMixin
+from aiprod_tts.audio import AudioConfig
+from aiprod_tts.frontend import TextFrontend, default_symbols, split_sentences
+from aiprod_tts.model import AcousticConfig, FastSpeech2
+from aiprod_tts.vocoder import HiFiGANGenerator, VocoderConfig
+
+
+class FrontendConfig(StrictModel):
+    """Text frontend: G2P mode and the symbol inventory the model was trained on."""
+
+    mode: Literal["phoneme", "character"] = "phoneme"  # phoneme = espeak-ng G2P; character = letters
+    language: str = "en-us"  # espeak-ng voice for G2P
+    symbols: list[str] | None = None  # the inventory, id = position; None = the default for `mode`
+    on_unknown: Literal["error", "warn"] = "warn"  # symbols outside the inventory: fail, or warn and skip
+
+    @model_validator(mode="after")
+    def _fill_symbols(self):
+        if self.symbols is None:
+            self.symbols = default_symbols(self.mode)
+        return self
+
+
+class SynthesizerConfig(StrictModel):
+    frontend: FrontendConfig = FrontendConfig()
+    audio: AudioConfig = AudioConfig()
+    acoustic: AcousticConfig = AcousticConfig()
+    vocoder: VocoderConfig = VocoderConfig()
+    sentence_pause: float = 0.35  # seconds of silence after . ! ? between sentences (divided by speed)
+    clause_pause: float = 0.2  # after ; : , when a long sentence had to be split
+
+    @model_validator(mode="after")
+    def _check_hop(self):
+        if math.prod(self.vocoder.upsample_rates) != self.audio.hop_length:
+            raise ValueError(f"vocoder.upsample_rates multiply to {math.prod(self.vocoder.upsample_rates)}, "
+                             f"expected audio.hop_length = {self.audio.hop_length}")
+        if len(self.vocoder.upsample_rates) != len(self.vocoder.upsample_kernel_sizes):
+            raise ValueError("vocoder.upsample_kernel_sizes must have one entry per upsample rate")
+        return self
+
+
+class FastSpeech2HiFiGAN(PretrainedMixin, nn.Module):
+    """Text → 24 kHz speech: TextFrontend → FastSpeech 2 (+ prosody controls) → HiFi-GAN."""
+
+    config_class = SynthesizerConfig
+    component_kind = "speech-synthesizer"
+    component_name = "fastspeech2-hifigan"
+
+    def __init__(self, *, frontend: dict | None = None, audio: dict | None = None, acoustic: dict | None = None,
+                 vocoder: dict | None = None, sentence_pause: float = 0.35, clause_pause: float = 0.2):
+        super().__init__()
+        cfg = SynthesizerConfig.model_validate(dict(frontend=frontend or {}, audio=audio or {},
+                                                    acoustic=acoustic or {}, vocoder=vocoder or {},
+                                                    sentence_pause=sentence_pause, clause_pause=clause_pause))
+        self.cfg = cfg
+        f = cfg.frontend
+        self.frontend = TextFrontend(f.symbols, f.mode, f.language, f.on_unknown)
+        self.acoustic = FastSpeech2(cfg.acoustic, len(f.symbols), cfg.audio.n_mels)
+        self.vocoder = HiFiGANGenerator(cfg.vocoder, cfg.audio.n_mels)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.cfg.audio.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.cfg.audio.hop_length
+
+    def _controls(self) -> dict:
+        return {"pitch_std": self.cfg.audio.pitch_std, "energy_std": self.cfg.audio.energy_std}
+
+    def forward(self, tokens: torch.Tensor, durations: torch.Tensor | None = None,
+                token_lens: torch.Tensor | None = None, speaker: torch.Tensor | None = None,
+                **controls) -> dict[str, torch.Tensor]:
+        """tokens [B, L] (0 = pad), optional durations [B, L] → {"mel": [B, n_mels, T], "wav": [B, 1, T * hop]}."""
+        if token_lens is None:
+            token_lens = (tokens != 0).sum(-1).clamp_min(1)
+        out = self.acoustic.infer(tokens, token_lens, speaker, durations=durations, **controls, **self._controls())
+        return {"mel": out.mel, "wav": self.vocoder(out.mel)}
+
+    def tokenize(self, text: str) -> torch.Tensor:
+        enc = self.frontend.encode(text)
+        if not enc.ids:
+            raise AiprodError(f"text {text[:40]!r}: nothing to say after normalisation")
+        return torch.tensor(enc.ids, dtype=torch.long)
+
+    @torch.no_grad()
+    def synthesize(self, text: str, *, speed: float = 1.0, pitch_shift: float = 0.0, pitch_scale: float = 1.0,
+                   energy_scale: float = 1.0, speaker: int | None = None) -> torch.Tensor:
+        """Speak ``text`` (any length): sentences synthesised one by one and joined with pauses.
+
+        speed > 1 is faster; pitch_shift in semitones; pitch_scale widens (>1) or flattens (<1) the
+        intonation; energy_scale multiplies loudness. Returns float32 CPU wav [N] in [-1, 1].
+        """
+        if speed <= 0 or pitch_scale < 0 or energy_scale <= 0:
+            raise AiprodError(f"speed and energy_scale must be > 0 and pitch_scale >= 0 "
+                              f"(got speed={speed}, pitch_scale={pitch_scale}, energy_scale={energy_scale})")
+        sentences = split_sentences(text)
+        if not sentences:
+            raise AiprodError("text is empty: nothing to say")
+        p = next(self.parameters())
+        spk = None if speaker is None else torch.tensor([speaker], device=p.device)
+        if spk is not None and not 0 <= speaker < self.cfg.acoustic.n_speakers:
+            raise AiprodError(f"speaker {speaker}: this voice has speakers 0..{self.cfg.acoustic.n_speakers - 1}")
+        fade = int(0.005 * self.sample_rate)
+        pieces = []
+        for i, enc in enumerate(self.frontend.encode_batch(sentences)):
+            if not enc.ids:
+                continue
+            tokens = torch.tensor([enc.ids], device=p.device)
+            out = self.acoustic.infer(tokens, torch.tensor([len(enc.ids)], device=p.device), spk, speed=speed,
+                                      pitch_shift=pitch_shift, pitch_scale=pitch_scale, energy_scale=energy_scale,
+                                      **self._controls())
+            wav = self.vocoder(out.mel.to(p.dtype))[0, 0].float().cpu()
+            ramp = torch.linspace(0, 1, min(fade, wav.numel() // 2))  # 5 ms fades: no clicks at the joins
+            wav[: ramp.numel()] *= ramp
+            wav[wav.numel() - ramp.numel():] *= ramp.flip(0)
+            pieces.append(wav)
+            if i < len(sentences) - 1:
+                pause = self.cfg.sentence_pause if sentences[i].rstrip()[-1:] in ".!?" else self.cfg.clause_pause
+                pieces.append(torch.zeros(int(pause / speed * self.sample_rate)))
+        if not pieces:
+            raise AiprodError(f"text {text[:40]!r}: no symbol of the model's inventory to say")
+        return torch.cat(pieces).clamp(-1, 1).contiguous()

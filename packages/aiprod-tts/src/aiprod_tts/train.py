@@ -1,0 +1,252 @@
+"""Recipe ``tts``: the acoustic stage (FastSpeech 2 + ProsodyModeler + aligner) or the vocoder stage
+(HiFi-GAN against MPD + MSD), both on the core Trainer (exact resume, checkpoints, metrics.jsonl).
+
+Acoustic loss (FastSpeech 2 + Badlani et al. 2022): mel L1 (decoder and post-net) + duration MSE on
+log(d + 1) + token pitch/energy MSE + forward-sum (CTC) alignment loss + binarisation loss (KL between
+hard and soft attention, switched on after ``bin_loss_start`` steps and ramped over ``bin_loss_warmup``).
+Vocoder loss (HiFi-GAN): LSGAN + 2 × feature matching + 45 × mel L1; ``finetune_on_predicted`` feeds the
+acoustic model's teacher-forced mels instead of ground truth (the paper's fine-tuning, §4.4).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import model_validator
+
+from aiprod_core.config import StrictModel
+from aiprod_core.errors import AiprodError
+from aiprod_core.training import StepContext, TrainConfig, Trainer, TrainTask
+from aiprod_tts.audio import mel_spectrogram
+from aiprod_tts.data import FeatureSet, collate_acoustic, load_libritts, load_ljspeech
+from aiprod_tts.model import forward_sum_loss, lengths_to_mask
+from aiprod_tts.synthesizer import FastSpeech2HiFiGAN
+from aiprod_tts.vocoder import HiFiGANDiscriminator, discriminator_loss, feature_matching_loss, generator_adv_loss
+
+
+class ModelSection(StrictModel):
+    """Where the synthesizer starts from: a preset (+ overrides) or a trained component folder."""
+
+    preset: str | None = "tiny"
+    config: dict = {}  # overrides of the preset (top-level sections replace the preset's)
+    init_from: str | None = None  # component folder (e.g. the acoustic stage's final/tts) — wins over preset
+
+
+class DataSection(StrictModel):
+    format: Literal["ljspeech", "libritts"] = "ljspeech"
+    root: str  # corpus folder
+    cache_dir: str | None = None  # feature cache; default <output_dir>/features
+    max_utterances: int | None = None  # use the first N (quick runs)
+    durations_dir: str | None = None  # external durations <id>.txt (e.g. converted from MFA); default: aligner
+
+
+class AcousticLoss(StrictModel):
+    mel: float = 1.0
+    duration: float = 0.1
+    pitch: float = 0.1
+    energy: float = 0.1
+    align_ctc: float = 1.0
+    align_bin: float = 1.0
+    bin_loss_start: int = 0  # step at which the binarisation loss switches on
+    bin_loss_warmup: int = 100  # steps to ramp it to full weight
+
+
+class VocoderStage(StrictModel):
+    segment_frames: int = 32  # mel frames per training segment (× hop samples of audio)
+    disc_width: float = 1.0  # channel multiplier of MPD/MSD (1.0 = paper; tiny configs use 1/16)
+    mel_weight: float = 45.0
+    finetune_on_predicted: bool = False  # train on teacher-forced acoustic-model mels
+
+
+class TTSTrainConfig(StrictModel):
+    # acoustic | vocoder | both (acoustic into <output_dir>/acoustic, then the vocoder, initialised
+    # from the acoustic result, into <output_dir>/vocoder with `vocoder_train`; the voice is vocoder/final/tts)
+    stage: Literal["acoustic", "vocoder", "both"]
+    model: ModelSection = ModelSection()
+    data: DataSection
+    acoustic_loss: AcousticLoss = AcousticLoss()
+    vocoder: VocoderStage = VocoderStage()
+    train: TrainConfig  # the stage's trainer settings (stage both: the acoustic stage's)
+    vocoder_train: TrainConfig | None = None  # stage both: the vocoder stage's trainer settings
+
+    @model_validator(mode="after")
+    def _both(self):
+        if self.stage == "both" and self.vocoder_train is None:
+            raise ValueError("stage 'both' needs a vocoder_train section")
+        return self
+
+
+def build_model(cfg: TTSTrainConfig, stats: dict[str, float] | None) -> FastSpeech2HiFiGAN:
+    if cfg.model.init_from:
+        model = FastSpeech2HiFiGAN.from_pretrained(cfg.model.init_from)
+        if stats and cfg.stage == "acoustic":  # new corpus statistics, same weights
+            conf = model.config.model_dump()
+            conf["audio"].update(stats)
+            state = model.state_dict()
+            model = FastSpeech2HiFiGAN(**conf)
+            model.load_state_dict(state)
+        return model.train()
+    if cfg.model.preset is None:
+        raise AiprodError("model: give preset or init_from")
+    from aiprod_tts.presets import PRESETS
+
+    if cfg.model.preset not in PRESETS:
+        raise AiprodError(f"model.preset: unknown preset {cfg.model.preset!r} (known: {', '.join(PRESETS)})")
+    conf = {**PRESETS[cfg.model.preset], **cfg.model.config}
+    conf["audio"] = {**conf.get("audio", {}), **(stats or {})}
+    return FastSpeech2HiFiGAN(**conf)
+
+
+class _CorpusTask(TrainTask):
+    def __init__(self, cfg: TTSTrainConfig):
+        self.cfg = cfg
+        loader = load_ljspeech if cfg.data.format == "ljspeech" else load_libritts
+        utts = loader(cfg.data.root)[: cfg.data.max_utterances]
+        probe = build_model(cfg, None) if not cfg.model.init_from else FastSpeech2HiFiGAN.from_pretrained(cfg.model.init_from)
+        cache = Path(cfg.data.cache_dir or Path(cfg.train.output_dir) / "features")
+        self.data = FeatureSet(utts, probe.frontend, probe.cfg.audio, cache,
+                               Path(cfg.data.durations_dir) if cfg.data.durations_dir else None)
+        stats = self.data.statistics() if cfg.stage == "acoustic" else None
+        with torch.random.fork_rng(devices=[]):  # the initial weights depend on train.seed only
+            torch.manual_seed(cfg.train.seed)
+            self.model = build_model(cfg, stats)
+            self.disc = HiFiGANDiscriminator(width=cfg.vocoder.disc_width) if cfg.stage == "vocoder" else None
+        n_spk = self.model.cfg.acoustic.n_speakers
+        if any(u.speaker >= n_spk for u in self.data.utterances):
+            raise AiprodError(f"{cfg.data.root}: corpus has more speakers than model acoustic.n_speakers = {n_spk}")
+
+    def items(self, generator: torch.Generator, n: int) -> list[dict[str, torch.Tensor]]:
+        idx = torch.randint(len(self.data), (n,), generator=generator).tolist()
+        return [self.data.item(i) for i in idx]
+
+
+class AcousticTask(_CorpusTask):
+    def __init__(self, cfg: TTSTrainConfig):
+        super().__init__(cfg)
+        self.model.vocoder.requires_grad_(False)
+
+    def modules(self):
+        return {"tts": self.model}
+
+    def make_batch(self, step, generator):
+        return collate_acoustic(self.items(generator, self.cfg.train.batch_size), self.model.cfg.audio)
+
+    def losses(self, model: FastSpeech2HiFiGAN, batch, step: int) -> dict[str, torch.Tensor]:
+        w = self.cfg.acoustic_loss
+        out = model.acoustic(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"], batch["pitch"],
+                             batch["voiced"], batch["energy"], batch["speaker"], durations=batch.get("durations"))
+        fmask = lengths_to_mask(batch["mel_lens"], batch["mels"].shape[2])[:, None].float()
+        tmask = lengths_to_mask(batch["token_lens"], batch["tokens"].shape[1]).float()
+        n_mel = fmask.sum() * batch["mels"].shape[1]
+        mel_l1 = (F.l1_loss(out.mel, batch["mels"], reduction="none") * fmask).sum() / n_mel
+        coarse_l1 = (F.l1_loss(out.mel_coarse, batch["mels"], reduction="none") * fmask).sum() / n_mel
+        msk = lambda a, b: ((a.float() - b.float()) ** 2 * tmask).sum() / tmask.sum()  # noqa: E731
+        dur = msk(out.log_duration_pred, torch.log1p(out.durations.float()))
+        pitch, energy = msk(out.pitch_pred, out.pitch_target), msk(out.energy_pred, out.energy_target)
+        ctc = forward_sum_loss(out.attn_log_scores, batch["token_lens"], batch["mel_lens"])
+        ramp = min(1.0, max(0.0, (step - w.bin_loss_start + 1) / max(1, w.bin_loss_warmup)))
+        hard = out.attn_hard
+        binl = -(hard * out.attn_soft.clamp_min(1e-12).log()).sum() / hard.sum().clamp_min(1)
+        total = (w.mel * (mel_l1 + coarse_l1) + w.duration * dur + w.pitch * pitch + w.energy * energy
+                 + w.align_ctc * ctc + w.align_bin * ramp * binl)
+        return {"loss": total, "mel_loss": mel_l1, "duration_loss": dur, "pitch_loss": pitch,
+                "energy_loss": energy, "align_ctc": ctc, "align_bin": binl,
+                "durations_match": (out.durations.sum(-1) == batch["mel_lens"]).all().float()}
+
+    def train_step(self, batch, ctx: StepContext):
+        with ctx.autocast():
+            losses = self.losses(ctx.modules["tts"], batch, ctx.step)
+        ctx.backward_step("tts", losses["loss"])
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+
+class VocoderTask(_CorpusTask):
+    def __init__(self, cfg: TTSTrainConfig):
+        super().__init__(cfg)
+        self.model.acoustic.requires_grad_(False)
+
+    def modules(self):
+        return {"tts": self.model, "disc": self.disc}
+
+    def make_batch(self, step, generator):
+        seg, hop = self.cfg.vocoder.segment_frames, self.model.hop_length
+        items = self.items(generator, self.cfg.train.batch_size)
+        mels, wavs = [], []
+        predicted = None
+        if self.cfg.vocoder.finetune_on_predicted:
+            with torch.no_grad():  # teacher-forced mels: same frames as the audio (durations sum to them)
+                self.model.acoustic.eval()
+                dev = next(self.model.parameters()).device
+                b = {k: v.to(dev) for k, v in collate_acoustic(items, self.model.cfg.audio).items()}
+                out = self.model.acoustic(b["tokens"], b["token_lens"], b["mels"], b["mel_lens"], b["pitch"],
+                                          b["voiced"], b["energy"], b["speaker"], durations=b.get("durations"))
+                predicted = out.mel.float().cpu()
+        for i, it in enumerate(items):
+            mel = it["mel"] if predicted is None else predicted[i, :, : it["mel"].shape[-1]]
+            n = mel.shape[-1]
+            wav = F.pad(it["wav"], (0, max(0, n * hop - it["wav"].numel())))
+            if n < seg:  # short clip: pad with silence
+                mel = F.pad(mel, (0, seg - n), value=float(torch.log(torch.tensor(1e-5))))
+                wav = F.pad(wav, (0, (seg - n) * hop))
+                start = 0
+            else:
+                start = int(torch.randint(n - seg + 1, (1,), generator=generator))
+            mels.append(mel[:, start : start + seg])
+            wavs.append(wav[start * hop : (start + seg) * hop])
+        return {"mel": torch.stack(mels), "wav": torch.stack(wavs)[:, None]}
+
+    def train_step(self, batch, ctx: StepContext):
+        audio = self.model.cfg.audio
+        with ctx.autocast():
+            fake = ctx.modules["tts"].vocoder(batch["mel"])
+            real_outs, _ = ctx.modules["disc"](batch["wav"])
+            fake_outs, _ = ctx.modules["disc"](fake.detach())
+            d_loss = discriminator_loss(real_outs, fake_outs)
+        ctx.backward_step("disc", d_loss)
+        with ctx.autocast():
+            _, real_feats = ctx.modules["disc"](batch["wav"])
+            fake_outs, fake_feats = ctx.modules["disc"](fake)
+            mel_l1 = F.l1_loss(mel_spectrogram(fake[:, 0].float(), audio), mel_spectrogram(batch["wav"][:, 0], audio))
+            adv, fm = generator_adv_loss(fake_outs), feature_matching_loss(real_feats, fake_feats)
+            g_loss = adv + fm + self.cfg.vocoder.mel_weight * mel_l1
+        ctx.backward_step("tts", g_loss)
+        return {k: float(v.detach()) for k, v in
+                {"loss": g_loss, "mel_loss": mel_l1, "adv_loss": adv, "fm_loss": fm, "disc_loss": d_loss}.items()}
+
+    def export(self, out_dir: Path, ctx: StepContext) -> None:
+        ctx.trainer.save_component("tts", out_dir / "tts")  # the discriminators are training-only
+
+
+def make_task(cfg: TTSTrainConfig) -> TrainTask:
+    if cfg.stage == "both":
+        raise AiprodError("make_task: stage 'both' runs two tasks; use train()")
+    return AcousticTask(cfg) if cfg.stage == "acoustic" else VocoderTask(cfg)
+
+
+def train(config: TTSTrainConfig, ctx=None, stop_after: int | None = None) -> dict:
+    """Recipe entry point (``aiprod train``): fit, export ``<output_dir>/final/tts``, return final metrics."""
+    if ctx is not None and getattr(ctx, "device", None) is not None:
+        config = config.model_copy(update={
+            "train": _on_device(config.train, ctx.device),
+            "vocoder_train": config.vocoder_train and _on_device(config.vocoder_train, ctx.device)})
+    if config.stage != "both":
+        return Trainer(config.train, make_task(config)).fit(stop_after=stop_after)
+    out = Path(config.train.output_dir)
+    acoustic = config.model_copy(update={
+        "stage": "acoustic", "train": config.train.model_copy(update={"output_dir": str(out / "acoustic")})})
+    m1 = Trainer(acoustic.train, make_task(acoustic)).fit()
+    vocoder = config.model_copy(update={
+        "stage": "vocoder", "model": config.model.model_copy(update={"init_from": str(out / "acoustic/final/tts")}),
+        "data": config.data.model_copy(update={"cache_dir": config.data.cache_dir or str(out / "acoustic/features")}),
+        "train": config.vocoder_train.model_copy(update={"output_dir": str(out / "vocoder")})})
+    m2 = Trainer(vocoder.train, make_task(vocoder)).fit(stop_after=stop_after)
+    return {**{f"acoustic/{k}": v for k, v in m1.items()}, **{f"vocoder/{k}": v for k, v in m2.items()}}
+
+
+def _on_device(train_cfg: TrainConfig, device) -> TrainConfig:
+    if train_cfg.device != "auto":
+        return train_cfg
+    return train_cfg.model_copy(update={"device": str(device)})
