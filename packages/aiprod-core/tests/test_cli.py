@@ -65,7 +65,8 @@ def test_malformed_yaml_reports_every_problem_at_once(tmp_path):
     res = invoke("run", y)
     assert res.exit_code == 2
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 2, res.stderr  # pydantic errors first; refs are checked once the shape is right
+    assert len(lines) == 3, res.stderr  # the wrong type, the unknown key and the unknown component, together
+    assert any("model.name" in ln and "no-such-model" in ln for ln in lines)
     assert any("steps" in ln and "many" in ln for ln in lines)
     assert any("colour" in ln and "unknown key" in ln for ln in lines)
     assert all(ln.startswith(f"aiprod: error: {y}:") for ln in lines)

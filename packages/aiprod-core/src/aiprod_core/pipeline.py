@@ -102,6 +102,16 @@ def _walk_refs(obj: Any, path: str) -> Iterator[tuple[str, ComponentRef]]:
             yield from _walk_refs(v, f"{path}[{i}]")
 
 
+def _top_level_refs(model: type[BaseModel], data: dict[str, Any]) -> Iterator[tuple[str, ComponentRef]]:
+    for name, field_info in model.model_fields.items():
+        if "ComponentRef" not in str(field_info.annotation) or not isinstance(data.get(name), dict):
+            continue
+        try:
+            yield name, ComponentRef.model_validate(data[name])
+        except ValidationError:
+            continue  # its own errors are already in the list
+
+
 def check_ref(ref: ComponentRef, key: str, source: str, registry: Registry) -> list[str]:
     """Problems with one component reference, without loading any weight."""
     from aiprod_core.weights import read_config
@@ -154,10 +164,15 @@ def validate_document(
         spec = registry.pipeline(name) if what == "pipeline" else registry.recipe(name)
     except ConfigError as err:
         raise ConfigError([f"{source}: {what}: {line}" for line in err.lines()]) from None
+    model = spec.load_config_model()
     try:
-        cfg = spec.load_config_model().model_validate(data)
+        cfg = model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+        # still check the well-formed top-level component references, so one run reports everything
+        problems = format_validation_error(err, source)
+        for key, ref in _top_level_refs(model, data):
+            problems += check_ref(ref, key, source, registry)
+        raise ConfigError(problems) from None
     problems: list[str] = []
     for key, ref in _walk_refs(cfg, ""):
         problems += check_ref(ref, key, source, registry)
