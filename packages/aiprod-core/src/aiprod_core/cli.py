@@ -164,13 +164,16 @@ def manifest(folder, force) -> None:
 @click.option("--weights", default="fp8", show_default=True, help="Target weight format (fp8 = E4M3).")
 @click.option("--backend", default="quanto", show_default=True, help="quanto (optimum-quanto) or torch-fp8.")
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="Extra module-name patterns kept in high precision.")
+@click.option("--no-default-exclude", is_flag=True,
+              help="Quantize every Linear not named by --exclude (drop the norm/embedding/modulation/final defaults).")
 @click.option("--max-shard-size", default="2GB", show_default=True)
 @click.option("--overwrite", is_flag=True)
-def quantize(src, dst, weights, backend, exclude, max_shard_size, overwrite) -> None:
+def quantize(src, dst, weights, backend, exclude, no_default_exclude, max_shard_size, overwrite) -> None:
     """Quantize the Linear weights of the component in SRC into a new folder DST, shard by shard."""
     from aiprod_core.quantize import get_quantizer
 
     out = get_quantizer(backend).quantize_folder(src, dst, weights=weights, exclude=list(exclude),
+                                                 default_exclude=not no_default_exclude,
                                                  max_shard_size=max_shard_size, overwrite=overwrite,
                                                  progress=not _quiet())
     click.echo(str(out))

@@ -157,7 +157,10 @@ class Quantizer:
         raise NotImplementedError
 
     def quantize_folder(self, src: Path, dst: Path, *, weights: str = "fp8", exclude: list[str] | None = None,
-                        max_shard_size: int | str = "2GB", overwrite: bool = False, progress: bool = True) -> Path:
+                        default_exclude: bool = True, max_shard_size: int | str = "2GB", overwrite: bool = False,
+                        progress: bool = True) -> Path:
+        """``exclude`` patterns add to the defaults (ours and the component's ``quantization_exclude``);
+        ``default_exclude=False`` keeps only ``exclude``."""
         src, dst = Path(src), Path(dst)
         if weights != "fp8":
             raise AiprodError(f"--weights {weights!r}: only fp8 (E4M3) is supported")
@@ -168,7 +171,8 @@ class Quantizer:
         if dst.exists() and not overwrite:
             raise AiprodError(f"{dst}: already exists; pass --overwrite to replace it")
         cls = _component_class(src)
-        patterns = DEFAULT_EXCLUDE + list(getattr(cls, "quantization_exclude", [])) + list(exclude or [])
+        defaults = DEFAULT_EXCLUDE + list(getattr(cls, "quantization_exclude", [])) if default_exclude else []
+        patterns = defaults + list(exclude or [])
         targets = linear_targets(_meta_module(src), patterns)
         qmap = {name: self.qmap_entry() for name in targets}
         weight_keys = {f"{name}.weight": name for name in targets}
@@ -284,8 +288,15 @@ class QuantoFP8Quantizer(Quantizer):
         holder = nn.Sequential(lin)
         quanto.quantize(holder, weights=quanto.qfloat8)
         quanto.freeze(holder)
+        out = holder.state_dict()
+        # an all-zero row (AdaLN-zero and other zero-initialised layers) gets scale 0 and then 0/0 = NaN
+        # data from quanto; store it as exact zeros with a unit scale instead
+        zero = w.abs().amax(dim=1) == 0
+        if zero.any():
+            out["0.weight._data"].view(torch.uint8)[zero] = 0  # +0.0 in float8_e4m3fn
+            out["0.weight._scale"][zero] = 1
         prefix = key.removesuffix("weight")
-        return {prefix + k.removeprefix("0."): v for k, v in holder.state_dict().items()}
+        return {prefix + k.removeprefix("0."): v for k, v in out.items()}
 
     def load_into(self, module, state, qmap, device):
         quanto = _quanto()

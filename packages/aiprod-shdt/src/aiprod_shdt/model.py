@@ -241,6 +241,9 @@ class SHDT(PretrainedMixin, nn.Module):
     config_class = SHDTConfig
     component_kind = "video-denoiser"
     component_name = "shdt"
+    #: kept in high precision by `aiprod quantize`: input embedders, AdaLN modulation, final layer
+    quantization_exclude = ["video_in", "text_in.*", "time_in.*", "pooled_text_in.*", "guidance_in.*",
+                            "*.mod.lin", "final.*"]
 
     def __init__(self, *, in_channels: int = 16, patch_size: int = 2, hidden_size: int = 3840, num_heads: int = 30,
                  depth_double: int = 20, depth_single: int = 38, mlp_ratio: float = 4.0, text_dim: int = 4096,
@@ -296,7 +299,8 @@ class SHDT(PretrainedMixin, nn.Module):
 
     def conditioning(self, sigma: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                      guidance: torch.Tensor | None) -> torch.Tensor:
-        dtype = self.video_in.weight.dtype
+        # compute dtype from the parameters (an FP8-quantized Linear stores its weight as a float8 buffer)
+        dtype = next(p.dtype for p in self.parameters() if p.is_floating_point())
         vec = self.time_in(timestep_embedding(sigma * self.timestep_scale, 256).to(dtype))
         if self.guidance_in is not None:
             g = guidance if guidance is not None else torch.ones_like(sigma)
