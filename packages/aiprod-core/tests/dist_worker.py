@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from test_training import RegressionTask
 
 from aiprod_core.training import TrainConfig, Trainer
-from test_training import RegressionTask
 
 out, strategy = Path(sys.argv[1]), sys.argv[2]
 cfg = TrainConfig(output_dir=str(out / "run"), max_steps=12, checkpoint_every=6, lr=1e-2, progress=False,

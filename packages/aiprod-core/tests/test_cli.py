@@ -4,12 +4,11 @@ import json
 
 import pytest
 import torch
+import toy
 from click.testing import CliRunner
 
 from aiprod_core import registry
 from aiprod_core.cli import cli
-
-import toy
 
 
 @pytest.fixture(autouse=True)

@@ -5,11 +5,10 @@ import socket
 
 import pytest
 import torch
+from toy import Toy
 
 from aiprod_core import store
 from aiprod_core.offline import OFFLINE_ENV, enforce_offline
-
-from toy import Toy
 
 
 @pytest.fixture

@@ -4,13 +4,12 @@ import json
 
 import pytest
 import torch
+import toy
 from click.testing import CliRunner
 
 from aiprod_core import registry
 from aiprod_core.errors import AiprodError
 from aiprod_core.quantize import FP8Linear, relative_l2
-
-import toy
 
 
 @pytest.fixture(autouse=True)

@@ -5,12 +5,11 @@ import json
 import types
 
 import pytest
+import toy
 from click.testing import CliRunner
 
 from aiprod_core import ComponentSpec, hookimpl, registry
 from aiprod_core.errors import ConfigError, PluginError
-
-import toy
 
 
 @pytest.fixture(autouse=True)

@@ -6,11 +6,10 @@ import subprocess
 
 import pytest
 import torch
+from toy import Toy
 
 from aiprod_core import store, weights
 from aiprod_core.errors import VerificationError
-
-from toy import Toy
 
 
 @pytest.fixture

@@ -14,13 +14,13 @@ import types
 
 import torch
 import torch.nn.functional as F
-from aiprod_pipelines.corpus import PALETTE
 from torch import nn
 
 from aiprod_core import ComponentSpec, hookimpl
 from aiprod_core.config import StrictModel
 from aiprod_core.registry import Registry
 from aiprod_core.weights import PretrainedMixin
+from aiprod_pipelines.corpus import PALETTE
 
 COLOURS = list(PALETTE)
 

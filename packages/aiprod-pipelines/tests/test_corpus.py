@@ -9,6 +9,9 @@ import sys
 
 import numpy as np
 import pytest
+
+from aiprod_core.config import validate
+from aiprod_core.errors import AiprodError, ConfigError
 from aiprod_pipelines.corpus import (
     DIRECTIONS,
     PALETTE,
@@ -21,9 +24,6 @@ from aiprod_pipelines.corpus import (
 )
 from aiprod_pipelines.eval import colour_votes, shown_colour
 from aiprod_pipelines.media import read_mp4
-
-from aiprod_core.config import validate
-from aiprod_core.errors import AiprodError, ConfigError
 
 SMALL = dict(train_clips=6, heldout_clips=4, size=32, frames=5, fps=8)
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from aiprod_pipelines import eval as ev
-from aiprod_pipelines.corpus import CorpusConfig, make_video_corpus
-from aiprod_pipelines.media import read_mp4, write_wav
 from click.testing import CliRunner
 
 import aiprod_core.registry as registry_mod
 from aiprod_core.errors import AiprodError
+from aiprod_pipelines import eval as ev
+from aiprod_pipelines.corpus import CorpusConfig, make_video_corpus
+from aiprod_pipelines.media import read_mp4, write_wav
 
 SR = 24000
 

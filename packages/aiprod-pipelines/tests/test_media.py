@@ -7,10 +7,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from aiprod_pipelines import media
 
 from aiprod_core.errors import AiprodError
 from aiprod_core.pipeline import RunContext
+from aiprod_pipelines import media
 
 SR, FPS = 24000, 8
 

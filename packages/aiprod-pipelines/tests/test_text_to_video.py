@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from aiprod_pipelines import text_to_video as t2v
-from aiprod_pipelines.corpus import PALETTE
-from aiprod_pipelines.eval import shown_colour
-from aiprod_pipelines.media import read_mp4
 
 import aiprod_core.registry as registry_mod
 from aiprod_core.errors import AiprodError, ConfigError
 from aiprod_core.pipeline import run_document
+from aiprod_pipelines import text_to_video as t2v
+from aiprod_pipelines.corpus import PALETTE
+from aiprod_pipelines.eval import shown_colour
+from aiprod_pipelines.media import read_mp4
 
 
 @pytest.fixture

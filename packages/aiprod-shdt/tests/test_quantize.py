@@ -30,7 +30,7 @@ def test_tiny_shdt_fp8_samples_close_to_bf16(tmp_path, monkeypatch, backend, def
     # width 256 so the per-channel scales and the safetensors headers do not dominate the sizes
     model = SHDT(in_channels=16, patch_size=2, hidden_size=256, num_heads=4, depth_double=2, depth_single=2,
                  text_dim=32, rope_axes_dim=(16, 24, 24))
-    for name, p in model.named_parameters():  # AdaLN-zero starts at zero: give every layer weight
+    for p in model.parameters():  # AdaLN-zero starts at zero: give every layer weight
         if p.dim() == 2:
             torch.nn.init.normal_(p, std=0.05)
     torch.nn.init.zeros_(model.double_blocks[0].video.proj.weight)  # an all-zero layer must stay zero, not NaN

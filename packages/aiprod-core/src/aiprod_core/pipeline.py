@@ -21,8 +21,8 @@ from pydantic import BaseModel, ValidationError, model_validator
 from aiprod_core.config import StrictModel, apply_overrides, format_validation_error, load_yaml
 from aiprod_core.device import pick_device, pick_dtype, seed_everything
 from aiprod_core.errors import AiprodError, ConfigError
-from aiprod_core.registry import Registry, get_registry
 from aiprod_core.records import RunnableSpec
+from aiprod_core.registry import Registry, get_registry
 
 
 class ComponentRef(StrictModel):

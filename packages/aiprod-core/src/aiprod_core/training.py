@@ -458,7 +458,7 @@ class Trainer:
         """Skip the gradient all-reduce on all but the last micro-batch of an accumulated step."""
         if self.world_size == 1 or self.cfg.grad_accum_steps == 1:
             return
-        for name, wrapped in self.ctx.modules.items():
+        for wrapped in self.ctx.modules.values():
             if isinstance(wrapped, nn.parallel.DistributedDataParallel):
                 wrapped.require_backward_grad_sync = sync
             elif hasattr(wrapped, "set_requires_gradient_sync"):
