@@ -1,0 +1,30 @@
+"""Named sizes of the ``nac-rvq`` codec (keyword arguments of :class:`aiprod_audio.model.NACCodec`).
+
+- ``tiny``: CI/debug size (~0.3M parameters): same 24 kHz mono and 8 x 1024 RVQ, but a hop of 32 samples
+  (750 Hz frames, 60 kbps) and two blocks instead of four, so that a few hundred CPU steps reach a
+  positive SI-SDR (with the 320-sample hop a model this small only learns after thousands of steps).
+- ``v1``: AIPROD Audio-VAE v1, ~50M parameters (model card), DAC-like widths with EnCodec's
+  strides and LSTM bottleneck.
+"""
+
+PRESETS: dict[str, dict] = {
+    "tiny": {
+        "strides": [4, 8],
+        "encoder_dim": 16,
+        "decoder_dim": 64,
+        "latent_dim": 32,
+        "lstm_layers": 1,
+        "num_codebooks": 8,
+        "codebook_size": 1024,
+        "codebook_dim": 8,
+    },
+    "v1": {
+        "encoder_dim": 48,
+        "decoder_dim": 1088,
+        "latent_dim": 512,
+        "lstm_layers": 2,
+        "num_codebooks": 8,
+        "codebook_size": 1024,
+        "codebook_dim": 8,
+    },
+}
