@@ -70,3 +70,16 @@ def test_exclude_patterns_keep_layers_in_high_precision(tmp_path):
     assert sorted(json.loads((dst / "quantization_map.json").read_text())) == ["blocks.0", "blocks.2"]
     loaded = toy.Toy.from_pretrained(dst)
     assert isinstance(loaded.blocks[1], torch.nn.Linear) and isinstance(loaded.blocks[0], FP8Linear)
+
+
+def test_quantized_weights_run_in_a_pipeline_and_stay_fp8(tmp_path):
+    from aiprod_core.pipeline import ComponentRef, RunContext
+    from aiprod_core.quantize import get_quantizer
+
+    src = toy.Toy(dim=16).save_pretrained(tmp_path / "src")
+    dst = get_quantizer("torch-fp8").quantize_folder(src, tmp_path / "fp8", progress=False)
+    ctx = RunContext(source=tmp_path / "p.yaml", device=torch.device("cpu"), dtype=torch.bfloat16,
+                     registry=registry.get_registry())
+    model = ComponentRef(name="toy", weights=str(dst)).load(ctx)
+    assert model.blocks[0].weight.dtype == torch.float8_e4m3fn
+    assert model(torch.randn(2, 16)).shape == (2, 1)

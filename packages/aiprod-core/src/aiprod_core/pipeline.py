@@ -44,11 +44,15 @@ class ComponentRef(StrictModel):
         """Build (preset) or verify-and-load (weights) on ``ctx.device`` / ``ctx.dtype``, in eval mode."""
         spec = ctx.registry.component(self.kind, self.name)
         if self.weights is not None:
+            from aiprod_core.quantize import quantization_info
             from aiprod_core.weights import load_component
 
-            module = load_component(ctx.resolve(self.weights), device=ctx.device, force_verify=ctx.force_verify)
             if self.config:
                 raise ConfigError([f"{ctx.source}: component {self.name!r}: 'config' overrides apply to presets only"])
+            folder = ctx.resolve(self.weights)
+            module = load_component(folder, device=ctx.device, force_verify=ctx.force_verify)
+            if quantization_info(folder):
+                return module.eval()  # FP8 weights stay FP8; they upcast at compute
         else:
             module = spec.build(self.preset, **self.config)
         return module.to(device=ctx.device, dtype=ctx.dtype).eval()
