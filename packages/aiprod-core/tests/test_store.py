@@ -168,3 +168,18 @@ def test_dtype_on_save_and_load(tmp_path):
     assert json.loads((folder / "config.json").read_text())["_aiprod"]["dtype"] == "bfloat16"
     assert Toy.from_pretrained(folder).head.weight.dtype == torch.bfloat16
     assert Toy.from_pretrained(folder, dtype=torch.float32).head.weight.dtype == torch.float32
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        folder = Toy(dim=8).save_pretrained(tmp_path / "perm")
+        store.atomic_write_text(tmp_path / "note.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert stat.S_IMODE((folder / "model.safetensors").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "note.txt").stat().st_mode) == 0o644

@@ -32,6 +32,12 @@ _SKIP = {MANIFEST, CHECKSUMS}
 
 
 # -- atomic writes -------------------------------------------------------------------
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` on success."""
@@ -42,6 +48,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -66,6 +73,13 @@ def atomic_dir(target: str | Path, overwrite: bool = True) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        mask = _umask()
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700, some writers 0600: give the usual permissions
+        for dirpath, dirnames, filenames in os.walk(tmp):
+            for d in dirnames:
+                os.chmod(os.path.join(dirpath, d), 0o777 & ~mask)
+            for f in filenames:
+                os.chmod(os.path.join(dirpath, f), 0o666 & ~mask)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
