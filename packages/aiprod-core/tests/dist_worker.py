@@ -5,14 +5,15 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from test_training import RegressionTask
+from test_training import MetaInitTask, RegressionTask
 
 from aiprod_core.training import TrainConfig, Trainer
 
 out, strategy = Path(sys.argv[1]), sys.argv[2]
+task = MetaInitTask() if strategy.endswith("-meta") else RegressionTask()
 cfg = TrainConfig(output_dir=str(out / "run"), max_steps=12, checkpoint_every=6, lr=1e-2, progress=False,
-                  strategy=strategy, device="cpu")
-trainer = Trainer(cfg, RegressionTask())
+                  strategy=strategy.removesuffix("-meta"), device="cpu")
+trainer = Trainer(cfg, task)
 trainer.fit()
 full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
         for k, v in trainer.ctx.raw["model"].state_dict().items()}

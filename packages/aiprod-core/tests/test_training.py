@@ -98,7 +98,33 @@ def test_bf16_autocast_runs(tmp_path):
     assert out["step"] == 5
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+class MetaInitTask(RegressionTask):
+    """Builds the model on the meta device; rank 0 supplies the weights (as a 19B run would)."""
+
+    def __init__(self):
+        super().__init__()
+        self.reference = self.model.state_dict()
+        from toy import Toy
+
+        with torch.device("meta"):
+            self.model = Toy(dim=8, depth=2)
+
+    def init_weights(self, name, module, ctx):
+        from aiprod_core.training import load_full_state_dict
+
+        load_full_state_dict(module, self.reference if ctx.rank == 0 else None)
+
+
+def test_meta_built_modules_are_materialised_by_the_task(tmp_path):
+    plain = Trainer(cfg(tmp_path, "plain", max_steps=10), RegressionTask())
+    plain.fit()
+    meta = Trainer(cfg(tmp_path, "meta", max_steps=10), MetaInitTask())
+    meta.fit()
+    for k, v in plain.ctx.raw["model"].state_dict().items():
+        assert torch.equal(v, meta.ctx.raw["model"].state_dict()[k]), k
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2", "fsdp2-meta"])
 def test_torchrun_two_processes_on_cpu(tmp_path, strategy):
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",

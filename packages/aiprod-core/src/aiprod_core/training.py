@@ -91,6 +91,12 @@ class TrainTask:
                 for block in sub:
                     fully_shard(block)
 
+    def init_weights(self, name: str, module: nn.Module, ctx: StepContext) -> None:
+        """Fill a module that ``modules()`` returned on the meta device, once it is sharded (FSDP2) and
+        materialised with ``to_empty``. Random init: seed identically on every rank; pretrained weights:
+        ``load_full_state_dict(module, state_on_rank0_or_None)`` reads on rank 0 and broadcasts shards."""
+        raise NotImplementedError(f"module {name!r} was built on the meta device; implement TrainTask.init_weights")
+
     def fsdp_root_kwargs(self, name: str) -> dict[str, Any]:
         """FSDP2: keyword arguments of the root ``fully_shard`` call (e.g. ``mp_policy``)."""
         return {}
@@ -137,6 +143,16 @@ def _like(full: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
         return distribute_tensor(full.to(ref.device, ref.dtype), ref.device_mesh, ref.placements)
     return full.to(ref.device, ref.dtype)
+
+
+def load_full_state_dict(module: nn.Module, state: dict[str, torch.Tensor] | None) -> None:
+    """Load a full state dict into a (possibly FSDP2-sharded) module. Under torch.distributed only rank 0
+    needs ``state`` (others pass None); each rank receives its own shards."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    distributed = dist.is_initialized() and dist.get_world_size() > 1
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=distributed)
+    set_model_state_dict(module, state if state is not None else {}, options=options)
 
 
 def _frozen_names(module: nn.Module) -> set[str]:
@@ -257,8 +273,19 @@ class Trainer:
         modules = self.task.modules()
         scales = self.task.lr_scale()
         for name, module in modules.items():
-            module.to(self.device)
-            if self.world_size > 1:
+            on_meta = any(t.is_meta for t in [*module.parameters(), *module.buffers()])
+            if on_meta:
+                # large models: build on meta, shard first, then materialise only this rank's part
+                if self.world_size > 1 and cfg.strategy == "fsdp2":
+                    from torch.distributed.fsdp import fully_shard
+
+                    self.task.shard(name, module, fully_shard)
+                    fully_shard(module, **self.task.fsdp_root_kwargs(name))
+                module.to_empty(device=self.device)
+                self.task.init_weights(name, module, self.ctx)
+            else:
+                module.to(self.device)
+            if self.world_size > 1 and not on_meta:
                 for t in [*module.parameters(), *module.buffers()]:
                     dist.broadcast(t.data, src=0)  # identical start on every rank
             wrapped = module
@@ -266,7 +293,7 @@ class Trainer:
                 wrapped = nn.parallel.DistributedDataParallel(
                     module, device_ids=[self.device.index] if self.device.type == "cuda" else None
                 )
-            elif self.world_size > 1 and cfg.strategy == "fsdp2":
+            elif self.world_size > 1 and cfg.strategy == "fsdp2" and not on_meta:
                 from torch.distributed.fsdp import fully_shard
 
                 self.task.shard(name, module, fully_shard)

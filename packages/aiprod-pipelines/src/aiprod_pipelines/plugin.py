@@ -14,7 +14,13 @@ def aiprod_register_pipelines():
             run="aiprod_pipelines.text_to_video:run",
             description="prompt → text encoder → video denoiser (→ x2 latent upsampler) → video autoencoder "
             "→ narration → mp4 (H.264 + AAC)",
-        )
+        ),
+        PipelineSpec(
+            name="video-reconstruct",
+            config_model="aiprod_pipelines.video_reconstruct:VideoReconstructConfig",
+            run="aiprod_pipelines.video_reconstruct:run",
+            description="mp4 → video autoencoder encode + decode → mp4, prints the PSNR",
+        ),
     ]
 
 
