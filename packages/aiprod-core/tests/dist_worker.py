@@ -11,8 +11,9 @@ from aiprod_core.training import TrainConfig, Trainer
 
 out, strategy = Path(sys.argv[1]), sys.argv[2]
 task = MetaInitTask() if strategy.endswith("-meta") else RegressionTask()
+fmt = "sharded" if strategy.endswith("-sharded") else "full"
 cfg = TrainConfig(output_dir=str(out / "run"), max_steps=12, checkpoint_every=6, lr=1e-2, progress=False,
-                  strategy=strategy.removesuffix("-meta"), device="cpu")
+                  strategy=strategy.split("-")[0], device="cpu", checkpoint_format=fmt)
 trainer = Trainer(cfg, task)
 trainer.fit()
 full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()

@@ -78,6 +78,19 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert strip(la) == strip(lb)
 
 
+def test_sharded_checkpoints_resume_exactly(tmp_path):
+    full = Trainer(cfg(tmp_path, "sfull", checkpoint_format="sharded"), RegressionTask())
+    full.fit()
+    Trainer(cfg(tmp_path, "skill", checkpoint_format="sharded"), RegressionTask()).fit(stop_after=27)
+    names = sorted(p.name for p in (tmp_path / "skill" / "checkpoints").iterdir())
+    assert names == ["step-00000010.dcp", "step-00000020.dcp"]
+    resumed = Trainer(cfg(tmp_path, "skill", checkpoint_format="sharded"), RegressionTask())
+    resumed.fit()
+    for k, v in full.ctx.raw["model"].state_dict().items():
+        assert torch.equal(v, resumed.ctx.raw["model"].state_dict()[k]), k
+    assert torch.equal(full.emas["model"].shadow[0], resumed.emas["model"].shadow[0])
+
+
 def test_checkpoints_are_atomic_and_pruned(tmp_path, monkeypatch):
     tr = Trainer(cfg(tmp_path, "c", keep_checkpoints=2), RegressionTask())
     tr.fit()
@@ -124,7 +137,7 @@ def test_meta_built_modules_are_materialised_by_the_task(tmp_path):
         assert torch.equal(v, meta.ctx.raw["model"].state_dict()[k]), k
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp2", "fsdp2-meta"])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2", "fsdp2-meta", "fsdp2-sharded"])
 def test_torchrun_two_processes_on_cpu(tmp_path, strategy):
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
@@ -137,7 +150,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path, strategy):
         assert torch.equal(p0[k], p1[k]), f"ranks diverged at {k}"
     # the checkpoint written under DDP/FSDP reloads in a single process
     single = Trainer(TrainConfig(output_dir=str(tmp_path / "run"), max_steps=12, progress=False,
-                                 checkpoint_every=6, lr=1e-2), RegressionTask())
+                                 checkpoint_every=6, lr=1e-2), RegressionTask())  # reads either format
     ckpt = single.checkpoints()[-1]
     assert single.load_checkpoint(ckpt) == 12
     for k, v in single.ctx.raw["model"].state_dict().items():

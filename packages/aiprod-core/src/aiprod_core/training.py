@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,7 @@ from aiprod_core.config import StrictModel
 from aiprod_core.device import pick_device, rng_state, seed_everything, set_rng_state
 from aiprod_core.store import atomic_path
 
-CKPT_RE = re.compile(r"step-(\d{8})\.pt$")
+CKPT_RE = re.compile(r"^step-(\d{8})\.(pt|dcp)$")
 
 
 class TrainConfig(StrictModel):
@@ -52,6 +53,9 @@ class TrainConfig(StrictModel):
     mixed_precision: Literal["no", "bf16"] = "no"
     ema_decay: float | None = None
     checkpoint_every: int = 100
+    #: full: one torch.save file gathered on rank 0 (simple, portable); sharded: torch.distributed.checkpoint,
+    #: every rank writes its own shards (needed at 19B: a full gather would not fit on one host)
+    checkpoint_format: Literal["full", "sharded"] = "full"
     keep_checkpoints: int = 2
     log_every: int = 10
     eval_every: int | None = None
@@ -331,16 +335,86 @@ class Trainer:
                 models[name] = {k: _full(v) for k, v in module.state_dict().items()}
         return models, optims
 
-    def save_checkpoint(self, step: int) -> Path | None:
-        models, optims = self._module_states()
-        emas = {n: e.state_dict() for n, e in self.emas.items()}
+    def _rng_all(self) -> list[Any]:
         rng = rng_state()
         if self.world_size > 1:
             gathered: list[Any] = [None] * self.world_size
             dist.all_gather_object(gathered, rng)
-            rng_all = gathered
-        else:
-            rng_all = [rng]
+            return gathered
+        return [rng]
+
+    def _prune(self) -> None:
+        for old in self.checkpoints()[: -self.cfg.keep_checkpoints]:
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+
+    def _sharded_state(self) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        state: dict[str, Any] = {}
+        for name, module in self.ctx.raw.items():
+            if name in self.optimizers:
+                msd, osd = get_state_dict(module, self.optimizers[name])
+                frozen = _frozen_names(module)
+                state[f"model.{name}"] = {k: v for k, v in msd.items() if k not in frozen}
+                state[f"optim.{name}"] = osd
+            else:
+                state[f"model.{name}"] = module.state_dict()
+        for name, ema in self.emas.items():
+            state[f"ema.{name}"] = dict(zip(ema.names, ema.shadow))
+        return state
+
+    def _save_sharded(self, step: int) -> Path:
+        import torch.distributed.checkpoint as dcp
+
+        final = self.ckpt_dir / f"step-{step:08d}.dcp"
+        tmp = self.ckpt_dir / f".step-{step:08d}.dcp.tmp"
+        if self.rank == 0:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+        if self.world_size > 1:
+            dist.barrier()
+        dcp.save(self._sharded_state(), checkpoint_id=str(tmp))
+        rng_all = self._rng_all()
+        if self.rank == 0:
+            extra = {"step": step, "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
+                     "rng": rng_all, "world_size": self.world_size}
+            torch.save(extra, tmp / "trainer.pt")
+            os.replace(tmp, final)
+            self._prune()
+        if self.world_size > 1:
+            dist.barrier()
+        return final
+
+    def _load_sharded(self, path: Path) -> int:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        state = self._sharded_state()
+        dcp.load(state, checkpoint_id=str(path))  # reshards: any world size, one process included
+        for name, module in self.ctx.raw.items():
+            if name in self.optimizers:
+                opts = StateDictOptions(strict=not _frozen_names(module))
+                set_state_dict(module, self.optimizers[name], model_state_dict=state[f"model.{name}"],
+                               optim_state_dict=state[f"optim.{name}"], options=opts)
+            else:
+                module.load_state_dict(state[f"model.{name}"])
+        # EMA shadows were loaded in place
+        extra = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
+        for name, sched in self.schedulers.items():
+            sched.load_state_dict(extra["schedulers"][name])
+        rngs = extra["rng"]
+        set_rng_state(rngs[self.rank] if len(rngs) == self.world_size else rngs[0])
+        return int(extra["step"])
+
+    def save_checkpoint(self, step: int) -> Path | None:
+        if self.cfg.checkpoint_format == "sharded":
+            return self._save_sharded(step)
+        models, optims = self._module_states()
+        emas = {n: e.state_dict() for n, e in self.emas.items()}
+        rng_all = self._rng_all()
         path = self.ckpt_dir / f"step-{step:08d}.pt"
         if self.rank == 0:
             state = {
@@ -355,8 +429,7 @@ class Trainer:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
                 torch.save(state, tmp)
-            for old in self.checkpoints()[: -self.cfg.keep_checkpoints]:
-                old.unlink(missing_ok=True)
+            self._prune()
         if self.world_size > 1:
             dist.barrier()
         return path
@@ -364,6 +437,8 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> int:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
+        if path.is_dir():
+            return self._load_sharded(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
         for name, module in self.ctx.raw.items():
             if name in self.optimizers:
