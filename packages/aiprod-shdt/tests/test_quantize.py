@@ -21,8 +21,8 @@ def _sample(model):
 
 
 @pytest.mark.parametrize("backend", ["quanto", "torch-fp8"])
-@pytest.mark.parametrize("default_exclude", [True, False], ids=["keep-modulation-bf16", "all-linear-fp8"])
-def test_tiny_shdt_fp8_samples_close_to_bf16(tmp_path, monkeypatch, backend, default_exclude):
+@pytest.mark.parametrize("keep_modulation", [False, True], ids=["default", "modulation-bf16"])
+def test_tiny_shdt_fp8_samples_close_to_bf16(tmp_path, monkeypatch, backend, keep_modulation):
     if backend == "quanto":
         pytest.importorskip("optimum.quanto")
     monkeypatch.setenv("AIPROD_CACHE_DIR", str(tmp_path / "cache"))
@@ -35,13 +35,13 @@ def test_tiny_shdt_fp8_samples_close_to_bf16(tmp_path, monkeypatch, backend, def
             torch.nn.init.normal_(p, std=0.05)
     torch.nn.init.zeros_(model.double_blocks[0].video.proj.weight)  # an all-zero layer must stay zero, not NaN
     src = model.save_pretrained(tmp_path / "bf16", dtype=torch.bfloat16)
-    dst = get_quantizer(backend).quantize_folder(src, tmp_path / "fp8", default_exclude=default_exclude,
-                                                 progress=False)
+    exclude = ["*.mod.lin"] if keep_modulation else []
+    dst = get_quantizer(backend).quantize_folder(src, tmp_path / "fp8", exclude=exclude, progress=False)
     ratio = _bytes(dst) / _bytes(src)
     ref = _sample(SHDT.from_pretrained(src))
     got = _sample(SHDT.from_pretrained(dst))
     err = relative_l2(got, ref)
-    print(f"{backend} default_exclude={default_exclude}: size ratio {ratio:.3f}, sample relative L2 {err:.4f}")
+    print(f"{backend} keep_modulation={keep_modulation}: size ratio {ratio:.3f}, sample relative L2 {err:.4f}")
     assert err <= 0.05
-    if not default_exclude:
+    if not keep_modulation:
         assert ratio <= 0.55

@@ -241,9 +241,10 @@ class SHDT(PretrainedMixin, nn.Module):
     config_class = SHDTConfig
     component_kind = "video-denoiser"
     component_name = "shdt"
-    #: kept in high precision by `aiprod quantize`: input embedders, AdaLN modulation, final layer
-    quantization_exclude = ["video_in", "text_in.*", "time_in.*", "pooled_text_in.*", "guidance_in.*",
-                            "*.mod.lin", "final.*"]
+    #: kept in high precision by `aiprod quantize`: input embedders and the final layer. The AdaLN
+    #: modulation Linears are ~1/3 of every block's weights; keeping them in bf16 (`--exclude '*.mod.lin'`)
+    #: makes the FP8 folder 0.67x instead of 0.51x the bf16 one for a 2.8% -> 2.7% sample error change.
+    quantization_exclude = ["video_in", "text_in.*", "time_in.*", "pooled_text_in.*", "guidance_in.*", "final.*"]
 
     def __init__(self, *, in_channels: int = 16, patch_size: int = 2, hidden_size: int = 3840, num_heads: int = 30,
                  depth_double: int = 20, depth_single: int = 38, mlp_ratio: float = 4.0, text_dim: int = 4096,
