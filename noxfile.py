@@ -35,7 +35,8 @@ def tests(session: nox.Session) -> None:
     """Install every package (editable) into the running environment and run all tests."""
     session.run("python", "-m", "pip", "install", "-q", "torch", "torchaudio")
     paths = [f"packages/{p}" for p in present(PACKAGES)] + [TEMPLATE]
-    session.run("python", "-m", "pip", "install", "-q", *editable(paths), "pytest")
+    # pocketsphinx: the offline ASR of `aiprod eval` (aiprod-pipelines[asr]), tested on espeak-ng speech
+    session.run("python", "-m", "pip", "install", "-q", *editable(paths), "pytest", "pocketsphinx")
     env = {"AIPROD_STRICT_PLUGINS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     session.run("python", "-m", "pytest", "-q", "-ra", *session.posargs, env=env)
 

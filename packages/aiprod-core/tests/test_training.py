@@ -78,6 +78,25 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert strip(la) == strip(lb)
 
 
+def test_stop_at_then_extend_is_one_reproducible_run(tmp_path):
+    """train.stop_at: trained to 20 of 30 scheduled steps, then extended to 40 — twice, bit-identically."""
+    finals = []
+    for name in ("x", "y"):
+        first = Trainer(cfg(tmp_path, name, max_steps=30, stop_at=20, checkpoint_every=7), RegressionTask()).fit()
+        assert first["stopped"] and first["step"] == 20 and not (tmp_path / name / "final").exists()
+        assert (tmp_path / name / "checkpoints" / "step-00000020.pt").is_file()  # written although 20 % 7 != 0
+        tr = Trainer(cfg(tmp_path, name, max_steps=40, checkpoint_every=7), RegressionTask())
+        tr.fit()
+        assert (tmp_path / name / "final" / "model").is_dir() and tr.history[0]["step"] == 21
+        finals.append(tr.ctx.raw["model"].state_dict())
+    straight = Trainer(cfg(tmp_path, "z", max_steps=40, checkpoint_every=7), RegressionTask())
+    straight.fit()
+    for k in finals[0]:
+        assert torch.equal(finals[0][k], finals[1][k]), k
+    # the LR schedule changed at step 20 (cosine over 30, then over 40): not the straight 40-step run
+    assert any(not torch.equal(finals[0][k], v) for k, v in straight.ctx.raw["model"].state_dict().items())
+
+
 def test_sharded_checkpoints_resume_exactly(tmp_path):
     full = Trainer(cfg(tmp_path, "sfull", checkpoint_format="sharded"), RegressionTask())
     full.fit()

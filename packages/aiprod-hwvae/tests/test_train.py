@@ -140,3 +140,32 @@ def test_bad_clip_geometry_is_a_config_error():
     with pytest.raises(ConfigError) as exc:
         validate_document(data, str(TINY))
     assert len(exc.value.lines()) == 2 and "data.frames" in exc.value.lines()[0]
+
+
+def test_decoder_only_fine_tune_keeps_the_latent_space(tmp_path, monkeypatch):
+    """train_encoder: false — the encoder and latent statistics are untouched, the decoder improves."""
+    monkeypatch.setenv("AIPROD_CACHE_DIR", str(tmp_path / "cache"))
+    base_cfg = tiny_config(tmp_path / "base", max_steps=20, checkpoint_every=20)
+    fit(base_cfg)
+    base = tmp_path / "base" / "run" / "final" / "model"
+    data = yaml.safe_load(TINY.read_text())
+    data["model"] = {"name": "hwvae", "weights": str(base)}
+    data["train_encoder"] = False
+    data["train"].update(output_dir=str(tmp_path / "ft"), max_steps=40, checkpoint_every=20)
+    cfg = validate_document(data, str(TINY))[2]
+    task = HWVAETask(cfg)
+    trainer = Trainer(cfg.train, task)
+    before = trainer._evaluate()["eval/psnr"]
+    after = trainer.fit()["eval/psnr"]
+    assert after > before + 1.0, (before, after)
+    ckpt = torch.load(sorted((tmp_path / "ft" / "checkpoints").glob("step-*.pt"))[-1], weights_only=True)
+    assert ckpt["modules"]["model"] and all(k.startswith("decoder.") for k in ckpt["modules"]["model"])
+    old, new = load_component(base), load_component(tmp_path / "ft" / "final" / "model")
+    assert new.config.latent_shift == old.config.latent_shift and new.config.latent_scale == old.config.latent_scale
+    clips = task._fixed_clips(2, 7)
+    with torch.no_grad():
+        assert torch.equal(old.encode(clips), new.encode(clips))  # cached latents stay valid
+        assert not torch.equal(old.decode(old.encode(clips)), new.decode(new.encode(clips)))
+    data["model"] = {"name": "hwvae", "preset": "tiny"}
+    with pytest.raises(Exception, match="train_encoder: false fine-tunes a trained decoder"):
+        validate_document(data, str(TINY))

@@ -129,13 +129,36 @@ def test_eval_speech_against_untrained(cli, tmp_path):
     with torch.no_grad():
         model.freq.fill_(220.0)  # "trained": the reference voice
     folder = model.save_pretrained(tmp_path / "tts")
-    res = cli("eval", folder, data, "--json", "--check")
+    res = cli("eval", folder, data, "--json", "--check", "--no-asr")
     assert res.exit_code == 0, res.output
     r = json.loads(res.output)
+    assert "asr_wer" not in r
     assert r["utterances"] == 2 and r["mel_distance_db"] < 1.5 < r["untrained_mel_distance_db"]
     assert r["mel_distance_ratio"] < 0.8 and r["floor"]["pass"]
-    text = cli("eval", folder, data, "--no-baseline").output
+    text = cli("eval", folder, data, "--no-baseline", "--no-asr").output
     assert "mel_distance_db" in text and "untrained" not in text
+
+
+def test_word_error_rate():
+    assert ev.word_error_rate("a b c d".split(), "a b c d".split()) == (0, 4)
+    assert ev.word_error_rate("a b c d".split(), "a x c".split()) == (2, 4)  # one substitution, one deletion
+    assert ev.word_error_rate("a b".split(), "a b c d e".split()) == (3, 2)  # insertions count: WER may pass 1
+    assert ev.word_error_rate("a b".split(), []) == (2, 2)
+    assert ev.asr_words("Mister Green, nineteen eighty-four!") == ["mister", "green", "nineteen", "eighty", "four"]
+
+
+def test_eval_speech_word_error_rate_on_espeak(cli, tmp_path):
+    """pocketsphinx (offline, model in its wheel) recognises espeak-ng speech better than a tone."""
+    pytest.importorskip("pocketsphinx")
+    from aiprod_tts.corpus import make_corpus
+
+    data = make_corpus(tmp_path / "esp", n=3, seed=1)
+    folder = dummies.DummySpeech().save_pretrained(tmp_path / "tts")
+    res = cli("eval", folder, data, "--json", "--no-baseline")
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output)
+    assert r["asr_wer"] >= 0.9  # a tone: (nearly) every word missed
+    assert r["asr_wer_reference"] < r["asr_wer"] - 0.1  # espeak-ng itself: about 0.8 on these three
 
 
 def test_eval_text_to_video_colour_hits(cli, tmp_path, video_corpus):

@@ -182,16 +182,19 @@ def test_generate_is_seeded_with_the_builtin_sampler(monkeypatch):
 
 
 # -- the real tiny components, whichever are installed ------------------------------------------------------
-def test_example_yaml_with_tiny_presets(tmp_path, repo):
+def test_example_yaml_with_demo_weights_and_two_stage(tmp_path, repo, monkeypatch):
+    """examples/text_to_video.yaml (weights/tiny/*), with its optional two-stage block switched on."""
     reg = registry_mod.get_registry()
     needed = {("text-encoder", "gemma3-lora"), ("video-denoiser", "shdt"), ("video-autoencoder", "hwvae")}
     missing = needed - set(reg.components)
     if missing:
         pytest.skip(f"component packages not installed: {sorted(n for _, n in missing)}")
+    monkeypatch.chdir(repo)  # the example names weights/tiny/<component>, relative to the repository
     example = repo / "examples" / "text_to_video.yaml"
-    over = [f"output={tmp_path / 'demo.mp4'}", "steps=2", "two_stage.steps=1"]
-    if ("latent-upsampler", "latent-x2") not in reg.components:
-        over.append("two_stage=null")
+    over = [f"output={tmp_path / 'demo.mp4'}", "steps=2"]
+    if ("latent-upsampler", "latent-x2") in reg.components:
+        over += ["two_stage.upsampler.name=latent-x2", "two_stage.upsampler.weights=weights/tiny/upsampler",
+                 "two_stage.sigma=0.6", "two_stage.steps=1"]
     if ("speech-synthesizer", "fastspeech2-hifigan") not in reg.components:
         over += ["speech=null", "narration=null"]
     out = run_document(example, over, device="cpu", seed=7, quiet=True)

@@ -57,3 +57,20 @@ def test_external_durations(tmp_path):
     assert read_durations(p, 3, 10).tolist() == [2, 3, 5]
     with pytest.raises(AiprodError, match="expected 3 tokens summing to 11 frames"):
         read_durations(p, 3, 11)
+
+
+def test_corpus_heldout_split_has_unseen_sentences(tmp_path):
+    """make_tts_corpus --heldout: train/ and heldout/ are LJSpeech folders with disjoint sentences."""
+    from aiprod_tts.corpus import make_corpus, make_sentences
+
+    sentences = make_sentences(40, seed=3, short=True)  # 1,000 short combinations: repeats would be likely
+    assert len({s.lower()[:-1] for s in sentences}) == 40
+    root = make_corpus(tmp_path / "c", n=3, seed=3, short=True, heldout=2)
+    train = (root / "train" / "metadata.csv").read_text().splitlines()
+    held = (root / "heldout" / "metadata.csv").read_text().splitlines()
+    assert len(train) == 3 and len(held) == 2
+    assert not {ln.split("|")[1] for ln in train} & {ln.split("|")[1] for ln in held}
+    for split, lines in (("train", train), ("heldout", held)):
+        for ln in lines:
+            assert (root / split / "wavs" / f"{ln.split('|')[0]}.wav").stat().st_size > 1000
+    assert not (root / "metadata.csv").exists()

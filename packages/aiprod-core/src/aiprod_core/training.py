@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
+from pydantic import Field
 from torch import nn
 
 from aiprod_core.config import StrictModel
@@ -63,6 +64,9 @@ class TrainConfig(StrictModel):
     strategy: Literal["single", "ddp", "fsdp2"] = "single"
     activation_checkpointing: bool = False
     resume: bool = True
+    #: stop once this many steps are done (a checkpoint is written there) without exporting: a later run,
+    #: with another max_steps if wanted, resumes from it. Makes "trained to N, then extended" reproducible.
+    stop_at: int | None = Field(None, ge=1)
     progress: bool = True
 
 
@@ -546,6 +550,11 @@ class Trainer:
             bar.update()
             if done % cfg.checkpoint_every == 0 and done != cfg.max_steps:
                 self.save_checkpoint(done)
+            if cfg.stop_at is not None and done == cfg.stop_at and done != cfg.max_steps:
+                if done % cfg.checkpoint_every:
+                    self.save_checkpoint(done)
+                bar.close()
+                return {"step": done, "stopped": True, **last}
         bar.close()
         if start < cfg.max_steps or not (self.out / "final").exists():
             final_eval = self._evaluate()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from aiprod_core.config import StrictModel
 from aiprod_core.pipeline import ComponentRef
@@ -88,7 +88,16 @@ class HWVAETrainConfig(StrictModel):
     disc: DiscConfig = DiscConfig()
     eval_clips: int = Field(2, ge=1, description="fixed clips decoded at evaluation (PSNR)")
     stats_clips: int = Field(8, ge=0, description="clips used for the exported latent statistics (0: skip)")
+    train_encoder: bool = Field(True, description="False: decoder-only fine-tune of model.weights; the encoder "
+                                "and latent statistics are kept, so latents (and a denoiser trained on them) "
+                                "stay valid, as Stable Diffusion's ft-MSE decoder")
     train: TrainConfig
+
+    @model_validator(mode="after")
+    def _decoder_only_needs_weights(self) -> HWVAETrainConfig:
+        if not self.train_encoder and self.model.weights is None:
+            raise ValueError("train_encoder: false fine-tunes a trained decoder: set model.weights")
+        return self
 
 
 def build_model(ref: ComponentRef) -> HWVAE:
@@ -107,6 +116,9 @@ class HWVAETask(TrainTask):
             with torch.random.fork_rng():  # the initial weights depend on train.seed only
                 torch.manual_seed(cfg.train.seed)
                 model = build_model(cfg.model)
+        if not cfg.train_encoder:  # frozen parameters are neither optimised nor checkpointed by the Trainer
+            for name, param in model.named_parameters():
+                param.requires_grad_(name.startswith("decoder."))
         self.model = model
         self.source = cfg.data.build(cfg.train.seed)
         self.perceptual = PerceptualLoss(cfg.loss.vgg16_weights, cfg.loss.perceptual_frames) \
@@ -180,8 +192,8 @@ class HWVAETask(TrainTask):
     def export(self, out_dir: Path, ctx: StepContext) -> None:
         folder = out_dir / "model"
         ctx.trainer.save_component("model", folder)  # EMA weights when enabled
-        if ctx.rank != 0 or self.cfg.stats_clips == 0:
-            return
+        if ctx.rank != 0 or self.cfg.stats_clips == 0 or not self.cfg.train_encoder:
+            return  # decoder-only: the latent statistics are the encoder's, unchanged
         model = HWVAE.from_pretrained(folder, device=ctx.device)
         with torch.no_grad():
             means = [model.encode_posterior(clip[None].to(ctx.device)).mean

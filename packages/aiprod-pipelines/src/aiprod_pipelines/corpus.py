@@ -10,7 +10,9 @@ Layout (``tools/make_video_corpus.py OUT``)::
 
     OUT/corpus.json                 the settings, the held-out combinations, clip counts
     OUT/train/clip_00000.mp4 ...    H.264, ``size`` x ``size``, ``frames`` frames at ``fps``
-    OUT/train/captions.jsonl        one {"file", "caption", "colour", "shape", "direction", "photo", ...} a clip
+    OUT/train/captions.jsonl        one {"file", "caption", "prompt", "colour", "shape", "direction", "photo", ...}
+                                    a clip; ``prompt`` is the caption without the photo (what a user types),
+                                    so the file is also a (prompt, caption) set for the text-encoder recipe
     OUT/heldout/...                 the same for the held-out split
 
 Held-out split: a few (colour, shape, direction) combinations per colour never occur in training
@@ -220,7 +222,7 @@ def clip_plan(cfg: CorpusConfig, split: str) -> Iterator[dict[str, Any]]:
         colour, shape, direction = combos[order[i % len(combos)]]
         photo = cfg.photos[int(rng.integers(len(cfg.photos)))]
         yield {"index": i, "file": f"clip_{i:05d}.mp4", "caption": caption(colour, shape, direction, photo),
-               "colour": colour, "shape": shape, "direction": direction, "photo": photo, "rng": rng}
+               "prompt": f"a {colour} {shape} moving {direction}", "colour": colour, "shape": shape, "direction": direction, "photo": photo, "rng": rng}
 
 
 def make_video_corpus(out_dir: str | Path, cfg: CorpusConfig | None = None, *, overwrite: bool = False,

@@ -6,7 +6,8 @@ COMPONENT              DATA                            metric                   
 video-autoencoder dir  folder of mp4 (video corpus)    PSNR of encode→decode, dB (8-bit frames)       ≥ 30 dB
 audio-codec dir        folder of wav/flac              SI-SDR at ``--kbps`` (6), dB                   ≥ 8 dB
 speech-synthesizer dir LJSpeech layout (metadata.csv)  log-mel distance to the reference, dB (DTW),    ≤ 0.8 x
-                                                       and the same for an untrained build            untrained
+                                                       and the same for an untrained build;           untrained
+                                                       pocketsphinx WER, beside the reference's
 text-to-video YAML     video corpus (captions.jsonl)   colour-hit rate on held-out prompts            ≥ 0.70
 =====================  ==============================  =============================================  ==========
 
@@ -207,8 +208,9 @@ def eval_audio_codec(model: Any, data: Path, *, kbps: float = 6.0, limit: int = 
             "bitrate_kbps": bitrate, "files": len(scores), "data": str(folder)}
 
 
-def read_metadata(folder: Path) -> list[tuple[str, str, Path]]:
-    """(id, text, wav path) of an LJSpeech-layout corpus: ``metadata.csv`` (``id|text|normalized``) + ``wavs/``."""
+def read_metadata(folder: Path) -> list[tuple[str, str, Path, str]]:
+    """(id, text, wav path, normalized text) of an LJSpeech-layout corpus: ``metadata.csv``
+    (``id|text|normalized``, the last column optional) + ``wavs/``."""
     meta = folder / "metadata.csv"
     if not meta.is_file():
         raise AiprodError(f"{meta}: not found (an LJSpeech-layout folder holds metadata.csv + wavs/)")
@@ -222,13 +224,60 @@ def read_metadata(folder: Path) -> list[tuple[str, str, Path]]:
         wav = folder / "wavs" / f"{parts[0]}.wav"
         if not wav.is_file():
             raise AiprodError(f"{meta}:{n}: {wav} not found")
-        out.append((parts[0], parts[1], wav))
+        out.append((parts[0], parts[1], wav, parts[2] if len(parts) > 2 and parts[2].strip() else parts[1]))
     return out
 
 
-def eval_speech(model: Any, data: Path, *, limit: int = 32, baseline: Any | None = None,
+def word_error_rate(reference: list[str], hypothesis: list[str]) -> tuple[int, int]:
+    """(substitutions + deletions + insertions, reference words): word-level Levenshtein distance."""
+    prev = list(range(len(hypothesis) + 1))
+    for i, r in enumerate(reference, 1):
+        cur = [i] + [0] * len(hypothesis)
+        for j, h in enumerate(hypothesis, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1], len(reference)
+
+
+def asr_words(text: str) -> list[str]:
+    """Lower-case words, punctuation dropped, hyphens split ("eighty-four" -> "eighty four")."""
+    import re
+
+    return re.findall(r"[a-z']+", text.lower().replace("-", " "))
+
+
+class OfflineASR:
+    """pocketsphinx with the US-English acoustic model, dictionary and language model its wheel ships
+    (no download). It is a small generic recogniser, so the espeak-ng reference recordings have a
+    high WER of their own: the synthesized speech's WER is read next to the reference's."""
+
+    rate = 16000
+
+    def __init__(self) -> None:
+        try:
+            from pocketsphinx import Decoder
+        except ImportError:
+            raise AiprodError("the word error rate needs pocketsphinx (pip install 'aiprod-pipelines[asr]'); "
+                              "pass --no-asr to skip it") from None
+        self.decoder = Decoder(samprate=self.rate, loglevel="FATAL")
+
+    def __call__(self, wav: np.ndarray, sample_rate: int) -> list[str]:
+        import torch
+        import torchaudio
+
+        x = torchaudio.functional.resample(torch.as_tensor(wav, dtype=torch.float32), sample_rate, self.rate)
+        pcm = (x.clamp(-1, 1) * 32767).to(torch.int16).numpy().tobytes()
+        self.decoder.start_utt()
+        self.decoder.process_raw(pcm, full_utt=True)
+        self.decoder.end_utt()
+        hyp = self.decoder.hyp()
+        return asr_words(hyp.hypstr) if hyp is not None else []
+
+
+def eval_speech(model: Any, data: Path, *, limit: int = 32, baseline: Any | None = None, asr: bool = True,
                 progress: Callable | None = None) -> dict[str, Any]:
-    """Log-mel distance (dB, DTW-aligned) of synthesized speech to the reference recordings."""
+    """Log-mel distance (dB, DTW-aligned) of synthesized speech to the reference recordings, and the
+    word error rate of an offline recogniser on both."""
     import torch
     import torchaudio
 
@@ -238,20 +287,34 @@ def eval_speech(model: Any, data: Path, *, limit: int = 32, baseline: Any | None
     items = read_metadata(folder)[:limit]
     if not items:
         raise AiprodError(f"{folder / 'metadata.csv'}: no utterance")
+    recognise = OfflineASR() if asr else None
     sr = int(model.sample_rate)
     dist, base = [], []
-    for _uid, text, path in progress(items, desc="mel distance", unit="utt") if progress else items:
+    errors = {"synth": [0, 0], "reference": [0, 0]}
+    for _uid, text, path, spoken in progress(items, desc="speech", unit="utt") if progress else items:
         ref, ref_sr = read_wav(path)
+        with torch.no_grad():
+            synth = model.synthesize(text).float().cpu().numpy()
+            if baseline is not None:
+                untrained = baseline.synthesize(text).float().cpu().numpy()
+        if recognise is not None:
+            words = asr_words(spoken)  # the normalized column: numbers as the words spoken
+            for key, (wav, rate) in {"synth": (synth, sr), "reference": (ref, ref_sr)}.items():
+                e, n = word_error_rate(words, recognise(wav, rate))
+                errors[key][0] += e
+                errors[key][1] += n
         if ref_sr != sr:
             ref = torchaudio.functional.resample(torch.from_numpy(ref), ref_sr, sr).numpy()
-        with torch.no_grad():
-            dist.append(mel_distance(ref, model.synthesize(text).float().cpu().numpy(), sr))
-            if baseline is not None:
-                base.append(mel_distance(ref, baseline.synthesize(text).float().cpu().numpy(), sr))
+        dist.append(mel_distance(ref, synth, sr))
+        if baseline is not None:
+            base.append(mel_distance(ref, untrained, sr))
     out: dict[str, Any] = {"mel_distance_db": float(np.mean(dist)), "utterances": len(dist), "data": str(folder)}
     if baseline is not None:
         out["untrained_mel_distance_db"] = float(np.mean(base))
         out["mel_distance_ratio"] = out["mel_distance_db"] / out["untrained_mel_distance_db"]
+    if recognise is not None:
+        out["asr_wer"] = errors["synth"][0] / max(errors["synth"][1], 1)
+        out["asr_wer_reference"] = errors["reference"][0] / max(errors["reference"][1], 1)
     return out
 
 
@@ -302,7 +365,7 @@ def floor_check(kind: str, metrics: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def evaluate(component: Path, data: Path, *, limit: int = 32, kbps: float = 6.0, frames: int = 17,
-             baseline: bool = True, device: str = "auto", dtype: str = "float32", seed: int = 0,
+             baseline: bool = True, asr: bool = True, device: str = "auto", dtype: str = "float32", seed: int = 0,
              overrides: list[str] | None = None, quiet: bool = True, force_verify: bool = False) -> dict[str, Any]:
     """Evaluate a component folder (or a text-to-video YAML) on a data folder. Returns the report."""
     import torch
@@ -339,7 +402,7 @@ def evaluate(component: Path, data: Path, *, limit: int = 32, kbps: float = 6.0,
             if baseline:  # the same architecture, freshly initialised with the seed
                 torch.manual_seed(seed)
                 untrained = type(model).from_config(model.config).to(dev).eval()
-            metrics = eval_speech(model, data, limit=limit, baseline=untrained, progress=progress)
+            metrics = eval_speech(model, data, limit=limit, baseline=untrained, asr=asr, progress=progress)
         else:
             raise AiprodError(f"{component}: no metric for a {kind or 'component of unknown kind'} "
                               f"(aiprod eval knows {', '.join(k for k in FLOORS if k != 'text-to-video')}, "
@@ -373,6 +436,7 @@ def format_report(report: dict[str, Any]) -> str:
 @click.option("--kbps", type=float, default=6.0, show_default=True, help="audio-codec: bitrate (sets the codebooks).")
 @click.option("--frames", type=int, default=17, show_default=True, help="video-autoencoder: frames per clip (1 + 4k).")
 @click.option("--no-baseline", is_flag=True, help="speech-synthesizer: skip the untrained reference model.")
+@click.option("--no-asr", is_flag=True, help="speech-synthesizer: skip the pocketsphinx word error rate.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="text-to-video: override a YAML key.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="float32", show_default=True)
@@ -380,21 +444,22 @@ def format_report(report: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--check", is_flag=True, help="Exit with code 1 when the floor is not met.")
 @click.option("--force-verify", is_flag=True, help="Re-hash every weight file.")
-def eval_command(component, data, limit, kbps, frames, no_baseline, overrides, device, dtype, seed, as_json, check,
-                 force_verify) -> None:
+def eval_command(component, data, limit, kbps, frames, no_baseline, no_asr, overrides, device, dtype, seed, as_json,
+                 check, force_verify) -> None:
     """Measure COMPONENT (a component folder, or a text-to-video YAML) on DATA against its quality floor.
 
     \b
     video-autoencoder  PSNR on mp4 clips                 floor >= 30 dB
     audio-codec        SI-SDR at --kbps on wav files     floor >= 8 dB
-    speech-synthesizer log-mel distance (LJSpeech dir)   floor <= 0.8 x an untrained model's
+    speech-synthesizer log-mel distance (LJSpeech dir)   floor <= 0.8 x an untrained model's;
+                       pocketsphinx WER, printed beside the reference recordings' own
     text-to-video      colour-hit rate on held-out captions  floor >= 0.70
     """
     import os
 
     quiet = as_json or os.environ.get("AIPROD_QUIET", "") not in ("", "0")
     report = evaluate(component, data, limit=limit, kbps=kbps, frames=frames, baseline=not no_baseline,
-                      device=device, dtype=dtype, seed=seed, overrides=list(overrides), quiet=quiet,
+                      asr=not no_asr, device=device, dtype=dtype, seed=seed, overrides=list(overrides), quiet=quiet,
                       force_verify=force_verify)
     click.echo(json.dumps(report) if as_json else format_report(report))
     if check and report.get("floor") is not None and not report["floor"]["pass"]:

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Reproduce the embedded demo weights (weights/tiny/*) from nothing: generate the corpora offline, train
+# every component with its configs/train/tiny/*_demo.yaml, copy each final component folder (config.json,
+# model.safetensors, MANIFEST.json, CHECKSUMS.sha256) into weights/tiny/, then print every quality floor.
+#
+#   bash tools/train_demo_weights.sh            # about 2 h on 2 CPU cores (one thread per job, 2-3 jobs at once)
+#
+# Seeds are fixed; the corpora are pure functions of their settings. Bit-identical weights also need the
+# same torch build and thread count (OMP_NUM_THREADS=1 here), as float reductions differ across builds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1
+mkdir -p data logs
+
+# 1. data: the captioned video corpus (256 + 32 held-out clips) and the espeak-ng speech corpus (240 + 16)
+[ -d data/video_corpus ] || python tools/make_video_corpus.py data/video_corpus --quiet
+[ -d data/tts_corpus ] || python tools/make_tts_corpus.py data/tts_corpus -n 240 --heldout 16
+
+publish() {  # publish RUN_FOLDER NAME: the verified component folder becomes weights/tiny/NAME
+  aiprod verify "$1"
+  rm -rf "weights/tiny/$2.tmp" && mkdir -p weights/tiny && cp -r "$1" "weights/tiny/$2.tmp"
+  rm -rf "weights/tiny/$2" && mv "weights/tiny/$2.tmp" "weights/tiny/$2"
+}
+
+# 2. the autoencoder and the codec (the codec's schedule was extended twice, as its SI-SDR kept rising:
+#    2,000 steps of a 3,000-step cosine, 3,500 of 6,000, then on to 10,000)
+CODEC_YAML=configs/train/tiny/audio_codec_demo.yaml
+( aiprod train $CODEC_YAML --set train.max_steps=3000 --set train.stop_at=2000 \
+  && aiprod train $CODEC_YAML --set train.max_steps=6000 --set train.stop_at=3500 \
+  && aiprod train $CODEC_YAML ) > logs/codec.log 2>&1 &
+CODEC=$!
+aiprod train configs/train/tiny/hwvae_demo.yaml > logs/hwvae.log 2>&1
+
+# 3. the voice (acoustic model, then vocoder) and the text encoder
+aiprod train configs/train/tiny/tts_demo.yaml > logs/tts.log 2>&1 &
+TTS=$!
+aiprod train configs/train/tiny/text_encoder_demo.yaml > logs/textenc.log 2>&1
+publish runs/demo/text_encoder/final/model text_encoder
+
+# 4. the denoiser and the upsampler on the autoencoder's latents (+ caption embeddings), encoded once;
+#    meanwhile the decoder alone is fine-tuned (its encoder, hence these latents, stay as they are)
+python tools/cache_latents.py data/video_corpus/train runs/demo/shdt_cache --quiet \
+    --autoencoder runs/demo/hwvae/final/model --text-encoder weights/tiny/text_encoder --size 32 --size 64 \
+    --text-field caption --text-field prompt
+DEC_YAML=configs/train/tiny/hwvae_decoder_demo.yaml  # 1,200 steps, then extended thrice (PSNR kept rising)
+( aiprod train $DEC_YAML --set train.max_steps=1200 && aiprod train $DEC_YAML --set train.max_steps=2400 \
+  && aiprod train $DEC_YAML --set train.max_steps=3600 && aiprod train $DEC_YAML ) > logs/hwvae_decoder.log 2>&1 &
+DECODER=$!
+aiprod train configs/train/tiny/upsampler_demo.yaml > logs/upsampler.log 2>&1
+publish runs/demo/upsampler/final/model upsampler
+aiprod train configs/train/tiny/shdt_demo.yaml > logs/shdt.log 2>&1
+publish runs/demo/shdt/final/model shdt
+wait $DECODER && publish runs/demo/hwvae_decoder/final/model hwvae
+wait $TTS && publish runs/demo/tts/vocoder/final/tts tts
+wait $CODEC && publish runs/demo/audio_codec/final/codec audio_codec
+
+# 5. the floors, on the held-out splits
+aiprod eval weights/tiny/hwvae data/video_corpus
+aiprod eval weights/tiny/audio_codec data/tts_corpus --kbps 6
+aiprod eval weights/tiny/tts data/tts_corpus
+aiprod eval examples/text_to_video.yaml data/video_corpus
