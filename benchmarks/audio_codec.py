@@ -22,11 +22,6 @@ def count(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def build_models(device):
     from transformers import DacConfig, DacModel, EncodecConfig, EncodecModel
 
@@ -76,7 +71,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave as is)")
     args = ap.parse_args()
-    from aiprod_core.device import pick_device
+    from aiprod_core.device import pick_device, synchronize
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,10 +89,10 @@ def main() -> None:
             for name, (_, encode, decode) in models.items():
                 t = time.perf_counter()
                 codes = encode(wav)
-                sync(device)
+                synchronize(device)
                 t_enc = time.perf_counter() - t
                 decode(codes)
-                sync(device)
+                synchronize(device)
                 enc_t[name].append(t_enc)
                 dec_t[name].append(time.perf_counter() - t - t_enc)
     rows = []

@@ -12,7 +12,7 @@ Part 2: peak memory of HW-VAE's tiled + chunked decode of ``97×576×1024`` on t
 
 Every measurement runs in a fresh subprocess: on CPU, peak memory is the increase of the peak
 resident set (``ru_maxrss``) over the resident set just before the call (weights and inputs
-excluded); on CUDA, ``max_memory_allocated`` over the allocation before the call.
+excluded); on a GPU, the backend's ``max_memory_allocated`` over the allocation before the call.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ def _build(name: str, device: str):
 
 
 def _measure(job: dict, queue) -> None:
+    from aiprod_core.device import device_memory, synchronize
+
     torch.manual_seed(0)
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
@@ -71,20 +73,20 @@ def _measure(job: dict, queue) -> None:
         else:
             x = torch.randn(1, 16, 1 + (t - 1) // 4, h // 8, w // 8, device=device)
             fn = lambda: dec(x, **job.get("kw", {}))  # noqa: E731
-        if device.startswith("cuda"):
-            fn()  # warm-up (kernels, cudnn autotune)
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
+        mem = device_memory(device)  # None on the CPU: RSS instead
+        if mem is not None:
+            fn()  # warm-up (kernels, autotuning)
+            synchronize(device)
+            mem.reset_peak_memory_stats()
+            base = mem.memory_allocated()
         else:
             base = _rss_mib()
         t0 = time.perf_counter()
         out = fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        synchronize(device)
         dt = time.perf_counter() - t0
-        if device.startswith("cuda"):
-            peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        if mem is not None:
+            peak = (mem.max_memory_allocated() - base) / 2**20
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
     queue.put({**job, "params_m": params / 1e6, "seconds": dt, "peak_mib": peak, "out": list(out.shape),

@@ -7,7 +7,7 @@
 Both models get the same width, heads, dual/single depth, MLP ratio, patch size, latent shape (hence
 token count), text length and text width (HunyuanVideo's token refiner is set to 0 layers so the
 depth matches; its pooled-CLIP input is fed zeros). Each model runs in its own subprocess so that peak
-memory is its own: on CUDA ``max_memory_allocated``; on CPU the peak RSS growth over the RSS after
+memory is its own: on a GPU the backend's ``max_memory_allocated``; on CPU the peak RSS growth over the RSS after
 building the model and inputs. Prints one table.
 """
 
@@ -58,6 +58,8 @@ def build(args, which: str):
 def run_one(args, which: str) -> dict:
     import torch
 
+    from aiprod_core.device import device_memory, synchronize
+
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,16 +99,17 @@ def run_one(args, which: str) -> dict:
         out = step()
     saved_mib = sum(n for ptr, n in saved.items() if ptr not in params) / 2**20
     del out
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync = lambda: synchronize(dev)  # noqa: E731
     # peak memory of the first forward + backward, over what the model and inputs hold
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated() / 2**20
+    mem = device_memory(dev)  # None on the CPU: RSS instead
+    if mem is not None:
+        mem.reset_peak_memory_stats()
+        base = mem.memory_allocated() / 2**20
     else:
         base = rss_mib()
     fwd_bwd()
     sync()
-    peak = (torch.cuda.max_memory_allocated() / 2**20 - base) if dev.type == "cuda" else (peak_rss_mib() - base)
+    peak = (mem.max_memory_allocated() / 2**20 - base) if mem is not None else (peak_rss_mib() - base)
     for _ in range(args.warmup):
         fwd_bwd()
     sync()
@@ -171,7 +174,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['model']:<14}{r['params_M']:>11.2f}{r['tokens']:>8}{r['fwd_s']:>9.3f}{r['fwd_bwd_s']:>12.3f}"
               f"{r['peak_MiB']:>11.1f}{r['saved_MiB']:>16.1f}{r['weights_MiB']:>14.1f}")
-    print("peak: growth during the first forward+backward (CUDA: max_memory_allocated; CPU: peak RSS, coarse);"
+    print("peak: growth during the first forward+backward (GPU: max_memory_allocated; CPU: peak RSS, coarse);"
           " saved act: tensors autograd keeps for backward")
 
 

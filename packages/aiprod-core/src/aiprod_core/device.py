@@ -47,6 +47,28 @@ def pick_dtype(name: str | torch.dtype | None = "auto", device: torch.device | N
     return _DTYPES[name]
 
 
+def backend(device: str | torch.device):
+    """torch's module for an accelerator's device type (``torch.cuda``, ``torch.xpu``, ``torch.mps``...);
+    None for the CPU (and for types torch has no such module for)."""
+    kind = torch.device(device).type
+    return None if kind in ("cpu", "meta") else getattr(torch, kind, None)
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the device's queued kernels (timings); a no-op on the CPU."""
+    mod = backend(device)
+    if mod is not None and hasattr(mod, "synchronize"):
+        mod.synchronize()
+
+
+def device_memory(device: str | torch.device):
+    """The backend module when it tracks its own allocations (``memory_allocated``,
+    ``max_memory_allocated``, ``reset_peak_memory_stats``), else None: measure the process RSS instead."""
+    mod = backend(device)
+    needed = ("memory_allocated", "max_memory_allocated", "reset_peak_memory_stats")
+    return mod if mod is not None and all(hasattr(mod, n) for n in needed) else None
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
     """Seed python, numpy and torch (all devices); optionally ask for deterministic kernels."""
     random.seed(seed)

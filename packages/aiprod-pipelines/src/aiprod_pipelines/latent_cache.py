@@ -2,7 +2,8 @@
 
 Every clip of a corpus split (``captions.jsonl`` + mp4, see :mod:`aiprod_pipelines.corpus`) becomes
 one safetensors file in ``OUT/<size>/`` holding the normalised HW-VAE latents of the video, the text
-encoder's embedding of the caption and its mask: the ``cached`` data source of the ``shdt`` recipe
+encoder's embedding of the caption and its mask (written by :func:`aiprod_shdt.data.write_clip`, so it
+needs aiprod-shdt): the ``cached`` data source of the ``shdt`` recipe
 (``data: {source: cached, cache_dir: OUT}``; a curriculum stage of ``resolution: R`` reads ``OUT/R/``).
 Encoding once is what makes diffusion training affordable: the autoencoder and the text encoder are
 frozen, so they would compute the same thing at every step.
@@ -32,19 +33,6 @@ def resize_video(video: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(video.transpose(0, 1), size=(size, size), mode="area").transpose(0, 1).contiguous()
 
 
-def write_clip(path: Path, latents: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> None:
-    """One clip file, atomically (the ``shdt`` recipe's layout: latents, text, text_mask)."""
-    from safetensors.torch import save_file
-
-    from aiprod_core.store import atomic_path
-
-    keep = int(text_mask.bool().sum())  # padding dropped: prompts are re-padded per batch
-    with atomic_path(path) as tmp:
-        save_file({"latents": latents.detach().to(torch.bfloat16).contiguous().cpu(),
-                   "text": text[:keep].detach().to(torch.bfloat16).contiguous().cpu(),
-                   "text_mask": text_mask[:keep].bool().contiguous().cpu()}, str(tmp))
-
-
 @torch.no_grad()
 def cache_corpus(split: str | Path, out_dir: str | Path, autoencoder: str | Path, text_encoder: str | Path, *,
                  sizes: list[int] | None = None, text_fields: list[str] | None = None, device: str = "cpu",
@@ -55,6 +43,11 @@ def cache_corpus(split: str | Path, out_dir: str | Path, autoencoder: str | Path
     from aiprod_core.weights import load_component
     from aiprod_pipelines.corpus import read_captions
     from aiprod_pipelines.media import frames_to_video, read_mp4
+
+    try:
+        from aiprod_shdt.data import write_clip  # the shdt recipe owns the clip format
+    except ImportError:
+        raise AiprodError("caching SHDT clips needs aiprod-shdt (pip install aiprod-shdt)") from None
 
     entries = read_captions(split)
     fields = text_fields or ["caption"]

@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 
 from aiprod_core.config import StrictModel
 from aiprod_core.errors import AiprodError
+from aiprod_core.store import atomic_path
 
 SPATIAL, TEMPORAL, PIXEL_MULTIPLE = 8, 4, 16
 
@@ -126,13 +127,14 @@ class SyntheticClips:
 
 # -- cached clips ------------------------------------------------------------------------------------
 def write_clip(path: str | Path, latents: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> Path:
-    """Save one clip (``latents [C, T, h, w]``, ``text [L, D]``, ``text_mask [L]``) as safetensors."""
+    """Save one clip (``latents [C, T, h, w]``, ``text [L, D]``, ``text_mask [L]``) as safetensors, atomically
+    (a killed caching run leaves no half-written clip for training to trip on)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     keep = int(text_mask.bool().sum())  # drop padding: prompts are re-padded per batch
-    save_file({"latents": latents.detach().to(torch.bfloat16).contiguous().cpu(),
-               "text": text[:keep].detach().to(torch.bfloat16).contiguous().cpu(),
-               "text_mask": text_mask[:keep].bool().contiguous().cpu()}, str(path))
+    with atomic_path(path) as tmp:
+        save_file({"latents": latents.detach().to(torch.bfloat16).contiguous().cpu(),
+                   "text": text[:keep].detach().to(torch.bfloat16).contiguous().cpu(),
+                   "text_mask": text_mask[:keep].bool().contiguous().cpu()}, str(tmp))
     return path
 
 

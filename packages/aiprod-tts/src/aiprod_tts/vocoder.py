@@ -80,6 +80,17 @@ class HiFiGANGenerator(nn.Module):
 # ---------------------------------------------------------------------------------------
 # Discriminators (training only; not part of the saved synthesizer)
 # ---------------------------------------------------------------------------------------
+def _conv_stack(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Leaky-ReLU conv stack + output conv: (flattened logits, every layer's features for feature matching)."""
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU)
+        feats.append(x)
+    x = post(x)
+    feats.append(x)
+    return x.flatten(1), feats
+
+
 class PeriodDiscriminator(nn.Module):
     def __init__(self, period: int, width: float = 1.0):
         super().__init__()
@@ -95,13 +106,7 @@ class PeriodDiscriminator(nn.Module):
         if n % self.period:
             x = F.pad(x, (0, self.period - n % self.period), mode="reflect")
         x = rearrange(x, "b c (t p) -> b c t p", p=self.period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _conv_stack(self.convs, self.post, x)
 
 
 class ScaleDiscriminator(nn.Module):
@@ -115,13 +120,7 @@ class ScaleDiscriminator(nn.Module):
         self.post = norm(nn.Conv1d(w(1024), 1, 3, 1, padding=1))
 
     def forward(self, x: torch.Tensor):
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _conv_stack(self.convs, self.post, x)
 
 
 class HiFiGANDiscriminator(nn.Module):
