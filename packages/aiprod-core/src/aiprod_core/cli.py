@@ -162,7 +162,8 @@ def manifest(folder, force) -> None:
 @click.argument("src", type=click.Path(path_type=Path))
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--weights", default="fp8", show_default=True, help="Target weight format (fp8 = E4M3).")
-@click.option("--backend", default="quanto", show_default=True, help="quanto (optimum-quanto) or torch-fp8.")
+@click.option("--backend", default="torch-fp8", show_default=True,
+              help="torch-fp8 (native, no extra dependency) or quanto (pip install 'aiprod-core[quanto]').")
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="Extra module-name patterns kept in high precision.")
 @click.option("--no-default-exclude", is_flag=True,
               help="Quantize every Linear not named by --exclude (drop the norm/embedding/modulation/final defaults).")

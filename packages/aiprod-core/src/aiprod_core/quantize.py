@@ -2,11 +2,13 @@
 
 Two backends behind one interface (kind ``quantizer``):
 
-- ``quanto`` (default): optimum-quanto ``qfloat8`` weights, saved with quanto's state-dict
-  layout (``weight._data``, ``weight._scale``, ...) and ``quantization_map.json``; loaded with
-  ``optimum.quanto.requantize``. optimum-quanto is in maintenance mode upstream, hence:
-- ``torch-fp8``: torch-native ``float8_e4m3fn`` weights with per-output-channel float32 scales,
-  upcast at compute by :class:`FP8Linear`. No dependency beyond torch.
+- ``torch-fp8`` (default): torch-native ``float8_e4m3fn`` weights with per-output-channel float32
+  scales, upcast at compute by :class:`FP8Linear`. No dependency beyond torch, so it works after a
+  plain ``pip install aiprod-core``.
+- ``quanto``: optimum-quanto ``qfloat8`` weights, saved with quanto's state-dict layout
+  (``weight._data``, ``weight._scale``, ...) and ``quantization_map.json``; loaded with
+  ``optimum.quanto.requantize``. An optional extra (``pip install 'aiprod-core[quanto]'``): optimum-quanto
+  is in maintenance mode upstream and the core keeps heavy libraries out of its dependencies.
 
 Only ``nn.Linear`` weights are quantized. Layers that must stay in high precision (norms,
 embeddings, modulation, final projection) are excluded by name patterns: the defaults
@@ -312,7 +314,7 @@ class QuantoFP8Quantizer(Quantizer):
 BACKENDS: dict[str, type[Quantizer]] = {"quanto": QuantoFP8Quantizer, "torch-fp8": TorchFP8Quantizer}
 
 
-def get_quantizer(name: str = "quanto") -> Quantizer:
+def get_quantizer(name: str = "torch-fp8") -> Quantizer:
     if name not in BACKENDS:
         raise AiprodError(f"unknown quantization backend {name!r} (known: {', '.join(BACKENDS)})")
     return BACKENDS[name]()
