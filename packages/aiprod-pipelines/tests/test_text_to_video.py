@@ -68,6 +68,28 @@ def test_sync_video_rule_and_silent_clip(reg, tmp_path):
     assert silent.audio is None and silent.frames.shape[0] == 9
 
 
+def test_example_narrates_its_prompt_unless_narration_is_set(reg, tmp_path, repo):
+    """examples/text_to_video.yaml does not hard-code a narration: `--set prompt=...` is what is spoken.
+
+    The dummy voice speaks 0.05 s a character, so the clip's length (sync: longest) tells which text it read."""
+    example = yaml.safe_load((repo / "examples" / "text_to_video.yaml").read_text())
+    assert "narration" not in example, "the example should leave the narration to default to the prompt"
+    dummy = {"text_encoder": "dummy-text", "denoiser": "dummy-dit", "autoencoder": "dummy-ae", "speech": "dummy-tts"}
+    example.update({k: {"name": v, "preset": "tiny"} for k, v in dummy.items()})
+    path = tmp_path / "t2v.yaml"
+    path.write_text(yaml.safe_dump(example))
+    small = ["width=32", "height=32", "frames=9", "steps=2"]
+
+    def frames(*over):
+        out = run_document(path, [f"output={tmp_path / 'clip.mp4'}", *small, *over], device="cpu", quiet=True,
+                           overwrite=True)
+        return read_mp4(out).frames.shape[0]
+
+    prompt = "a green triangle moving right over a photo of an astronaut"  # 58 characters: 2.9 s, 24 frames at 8 fps
+    assert frames(f"prompt={prompt}") == math.ceil(len(prompt) * 0.05 * 8) == 24
+    assert frames(f"prompt={prompt}", "narration=A green triangle.") == 9  # 0.8 s: the 9 generated frames
+
+
 def test_existing_output_refused_before_loading(reg, tmp_path, monkeypatch):
     path = doc(tmp_path)
     run_document(path, device="cpu", quiet=True)
