@@ -72,46 +72,14 @@ def flow_loss(model: Callable, x0: torch.Tensor, text: torch.Tensor, text_mask: 
 
 
 # -- samplers ----------------------------------------------------------------------------------------
-class FlowSampler:
-    """Euler or Heun (2nd order, Karras et al. 2022) integration of a velocity field.
+def FlowSampler(method: str = "euler", flow: FlowConfig | None = None, progress: bool = False):  # noqa: N802
+    """The sampler component named ``method`` (``euler``, ``heun``, ``dpm++2m``; :mod:`aiprod_shdt.samplers`).
 
-    Satisfies :class:`aiprod_core.interfaces.Sampler`.
+    Kept under its former class name for callers; the samplers themselves live in one place.
     """
+    from aiprod_shdt.samplers import get_sampler
 
-    def __init__(self, method: str = "euler", flow: FlowConfig | None = None, progress: bool = False):
-        if method not in ("euler", "heun"):
-            raise ValueError(f"sampler method {method!r}: expected 'euler' or 'heun'")
-        self.method = method
-        self.flow = flow or FlowConfig()
-        self.progress = progress
-
-    def sigmas(self, steps: int, num_tokens: int) -> torch.Tensor:
-        return sampling_sigmas(steps, num_tokens, self.flow)
-
-    @torch.no_grad()
-    def sample(self, velocity_fn: Callable, noise: torch.Tensor, sigmas: torch.Tensor,
-               callback: Callable[[torch.Tensor, float], torch.Tensor] | None = None) -> torch.Tensor:
-        """Integrate from ``noise`` (sigma = 1) to ``x0``. ``callback(x, sigma)`` may edit the state
-        before each model call (used for first-frame conditioning)."""
-        from tqdm import tqdm
-
-        x = noise.float()
-        b = x.shape[0]
-        for i in tqdm(range(len(sigmas) - 1), desc=f"sample ({self.method})", disable=not self.progress):
-            s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-            if callback is not None:
-                x = callback(x, s)
-            v = velocity_fn(x, torch.full((b,), s, device=x.device)).float()
-            x_next = x + (s_next - s) * v
-            if self.method == "heun" and s_next > 0:
-                if callback is not None:
-                    x_next = callback(x_next, s_next)
-                v2 = velocity_fn(x_next, torch.full((b,), s_next, device=x.device)).float()
-                x_next = x + (s_next - s) * 0.5 * (v + v2)
-            x = x_next
-        if callback is not None:
-            x = callback(x, 0.0)
-        return x
+    return get_sampler(method, flow=flow, progress=progress)
 
 
 def _pad_to(t: torch.Tensor, m: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:

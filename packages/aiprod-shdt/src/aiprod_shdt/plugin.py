@@ -15,7 +15,22 @@ def aiprod_register_components():
             config_model="aiprod_shdt.model:SHDTConfig",
             presets=PRESETS,
             description="SHDT: dual-stream then single-stream DiT, 3D RoPE, AdaLN-zero, rectified flow (v1: 19B)",
-        )
+        ),
+        *[
+            ComponentSpec(
+                kind="sampler",
+                name=name,
+                factory=f"aiprod_shdt.samplers:{cls}",
+                config_model="aiprod_shdt.samplers:SamplerConfig",
+                presets={"default": {}},
+                description=desc,
+            )
+            for name, cls, desc in (
+                ("euler", "EulerSampler", "rectified-flow Euler, token-count shifted schedule (1 call a step)"),
+                ("heun", "HeunSampler", "rectified-flow Heun, 2nd order (2 calls a step)"),
+                ("dpm++2m", "DPMSolverPP2MSampler", "DPM-Solver++(2M) multistep, 2nd order (1 call a step)"),
+            )
+        ],
     ]
 
 
