@@ -114,8 +114,11 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale) + shift
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-    """SDPA over ``[B, heads, S, head_dim]``; ``key_mask [B, S]`` bool (True = attend) or None."""
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
+              num_video: int = 0) -> torch.Tensor:
+    """SDPA over ``[B, heads, S, head_dim]``; ``key_mask [B, S]`` bool (True = attend) or None.
+    ``num_video`` (how many leading tokens are video) is unused here; the context-parallel attention
+    that :mod:`aiprod_shdt.parallel` swaps in for this function needs it."""
     mask = None if key_mask is None else key_mask[:, None, None, :]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return rearrange(out, "b h s d -> b s (h d)")
@@ -170,6 +173,7 @@ class DualStreamBlock(nn.Module):
         self.video = StreamWeights(dim, heads, mlp_ratio, eps)
         self.text = StreamWeights(dim, heads, mlp_ratio, eps)
         self.checkpointing = False
+        self.attention = attention  # core attention; aiprod_shdt.parallel swaps in Ulysses all-to-all
 
     def forward(self, x, c, vec, rope: Rope, key_mask):
         if self.checkpointing and torch.is_grad_enabled():
@@ -183,7 +187,7 @@ class DualStreamBlock(nn.Module):
         qc, kc, vc = self.text.qkv_heads(c, tm[0], tm[1], self.heads)
         q = rope(torch.cat([qx, qc], dim=2))
         k = rope(torch.cat([kx, kc], dim=2))
-        out = attention(q, k, torch.cat([vx, vc], dim=2), key_mask)
+        out = self.attention(q, k, torch.cat([vx, vc], dim=2), key_mask, n)
         ax, ac = out[:, :n], out[:, n:]
         x = x + vm[2] * self.video.proj(ax)
         x = x + vm[5] * self.video.mlp(modulate(self.video.norm2(x), vm[3], vm[4]))
@@ -208,6 +212,7 @@ class SingleStreamBlock(nn.Module):
         self.k_norm = nn.RMSNorm(head_dim, eps=eps)
         self.linear2 = nn.Linear(dim + self.hidden, dim)
         self.checkpointing = False
+        self.attention = attention  # core attention; aiprod_shdt.parallel swaps in Ulysses all-to-all
 
     def forward(self, h, vec, rope: Rope, key_mask):
         if self.checkpointing and torch.is_grad_enabled():
@@ -218,7 +223,7 @@ class SingleStreamBlock(nn.Module):
         shift, scale, gate = self.mod(vec)
         qkv, mlp = self.linear1(modulate(self.norm(h), shift, scale)).split([3 * self.dim, self.hidden], dim=-1)
         q, k, v = rearrange(qkv, "b s (k h d) -> k b h s d", k=3, h=self.heads)
-        attn = attention(rope(self.q_norm(q)), rope(self.k_norm(k)), v, key_mask)
+        attn = self.attention(rope(self.q_norm(q)), rope(self.k_norm(k)), v, key_mask, rope.n)
         return h + gate * self.linear2(torch.cat([attn, F.gelu(mlp, approximate="tanh")], dim=-1))
 
 
@@ -245,6 +250,9 @@ class SHDT(PretrainedMixin, nn.Module):
     #: modulation Linears are ~1/3 of every block's weights; keeping them in bf16 (`--exclude '*.mod.lin'`)
     #: makes the FP8 folder 0.67x instead of 0.51x the bf16 one for a 2.8% -> 2.7% sample error change.
     quantization_exclude = ["video_in", "text_in.*", "time_in.*", "pooled_text_in.*", "guidance_in.*", "final.*"]
+    #: context parallelism (:func:`aiprod_shdt.parallel.apply_context_parallel`): when set, each rank of
+    #: its group keeps a 1/K slice of the video tokens through the blocks and the output is gathered
+    context_parallel = None
 
     def __init__(self, *, in_channels: int = 16, patch_size: int = 2, hidden_size: int = 3840, num_heads: int = 30,
                  depth_double: int = 20, depth_single: int = 38, mlp_ratio: float = 4.0, text_dim: int = 4096,
@@ -334,17 +342,23 @@ class SHDT(PretrainedMixin, nn.Module):
             last = int(keep.nonzero().max()) + 1 if keep.any() else 1
             text, text_mask = text[:, :last], text_mask[:, :last]
         grid = (t, h // p, w // p)
-        x = self.video_in(patchify(latents, p))
+        tokens, angles = patchify(latents, p), rope_angles(grid, self.rope_axes_dim, self.rope_theta, device=latents.device)
+        cp = self.context_parallel
+        if cp is not None:  # this rank's slice of the video tokens and of their positions
+            tokens, angles = cp.shard(tokens, dim=1), cp.shard(angles, dim=0)
+        x = self.video_in(tokens)
         c = self.text_in(text)
         n = x.shape[1]
         key_mask = None
         if traced or not text_mask.all():
             key_mask = torch.cat([text_mask.new_ones(b, n), text_mask], dim=1)
-        rope = Rope(rope_angles(grid, self.rope_axes_dim, self.rope_theta, device=latents.device))
+        rope = Rope(angles)
         for block in self.double_blocks:
             x, c = block(x, c, vec, rope, key_mask)
         hcat = torch.cat([x, c], dim=1)
         for block in self.single_blocks:
             hcat = block(hcat, vec, rope, key_mask)
         out = self.final(hcat[:, :n], vec)
+        if cp is not None:
+            out = cp.gather(out, dim=1)
         return unpatchify(out, grid, p)
