@@ -22,8 +22,17 @@ class AiprodGroup(click.Group):
             return super().invoke(ctx)
         except AiprodError as err:
             for line in err.lines():
-                click.echo(f"aiprod: error: {line}", err=True)
+                click.echo(f"aiprod: error: {_one_line(line)}", err=True)
             ctx.exit(2)
+
+
+#: longest problem line printed; a message never echoes a whole input
+MAX_LINE = 1000
+
+
+def _one_line(line: str) -> str:
+    line = " ".join(str(line).splitlines())
+    return line if len(line) <= MAX_LINE else line[: MAX_LINE - 3] + "..."
 
 
 @click.group(cls=AiprodGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,6 +66,7 @@ def plugins(as_json: bool) -> None:
             "pipelines": sorted(reg.pipelines),
             "recipes": sorted(reg.recipes),
             "errors": reg.errors,
+            "warnings": reg.warnings,
         }
         click.echo(json.dumps(payload, indent=2))
         return
@@ -71,6 +81,8 @@ def plugins(as_json: bool) -> None:
             click.echo(f"  pipeline   {n}")
         for n in p.recipes:
             click.echo(f"  recipe     {n}")
+        for w in p.warnings:
+            click.echo(f"  warning    {w}")
 
 
 _run_options = [
@@ -128,7 +140,7 @@ def validate(files, overrides) -> None:
     problems: list[str] = []
     for f in files:
         try:
-            what, spec, _ = load_document(f, list(overrides))
+            what, spec, _ = load_document(f, list(overrides), check_files=True)
             click.echo(f"{f}: ok ({what} {spec.name})")
         except AiprodError as err:
             problems += err.lines()
@@ -194,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         app = build_cli()
     except AiprodError as err:  # strict plugin mode
         for line in err.lines():
-            click.echo(f"aiprod: error: {line}", err=True)
+            click.echo(f"aiprod: error: {_one_line(line)}", err=True)
         sys.exit(2)
     app.main(args=argv, prog_name="aiprod")
 

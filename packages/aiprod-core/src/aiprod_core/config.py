@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from aiprod_core.errors import ConfigError
+from aiprod_core.yamlio import clip, excerpt, load_file, loads
 
 
 class StrictModel(BaseModel):
@@ -21,16 +21,16 @@ def format_validation_error(err: ValidationError, source: str, prefix: str = "")
     """One line per pydantic error: ``source: key.path: message (got value)``."""
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
+        loc = ".".join(clip(str(p), 60) for p in e["loc"])
         key = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or "<root>")
-        msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        msg = clip(e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, "), 300)
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "missing":
             msg = "required key is missing"
         got = ""
         if e["type"] not in ("missing", "extra_forbidden") and not isinstance(e.get("input"), dict):
-            got = f" (got {e.get('input')!r})"
+            got = f" (got {excerpt(e.get('input'))})"
         lines.append(f"{source}: {key}: {msg}{got}")
     return lines
 
@@ -43,44 +43,63 @@ def validate(model: type[BaseModel], data: Any, source: str, prefix: str = "") -
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning every read or parse problem into a one-line ConfigError."""
+    """Read a YAML mapping (:mod:`aiprod_core.yamlio`: no aliases, no duplicate keys, bounded size and
+    depth), turning every read or parse problem into a one-line ConfigError."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"{path}: file not found"])
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError([f"{path}: {where}invalid YAML: {problem}"]) from None
+    data = load_file(path)
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: expected a mapping at the top level, got {type(data).__name__}"])
     return data
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
-    """Apply ``--set a.b.c=value`` overrides (value parsed as YAML) to a nested mapping."""
+#: longest ``--set`` value parsed
+MAX_OVERRIDE_CHARS = 10_000
+
+
+def collect_overrides(data: dict[str, Any], overrides: list[str], source: str) -> list[str]:
+    """Apply ``--set a.b.c=value`` overrides (value parsed as YAML) in place; return every problem.
+
+    A bad override is skipped and reported; the good ones are applied, so that validation of
+    the document can still report its own problems beside them.
+    """
     problems = []
     for item in overrides:
+        item = str(item)
+        where = f"{source}: --set {excerpt(item, 60)}"
         if "=" not in item:
-            problems.append(f"--set {item}: expected key=value")
+            problems.append(f"{where}: expected KEY=VALUE")
             continue
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
-        node = data
-        ok = True
-        for p in parts[:-1]:
+        if not all(p.strip() for p in parts):
+            problems.append(f"{where}: key {excerpt(key.strip(), 60)} is not a dotted path of names (e.g. train.lr)")
+            continue
+        if len(raw) > MAX_OVERRIDE_CHARS:
+            problems.append(f"{where}: value is {len(raw)} characters long, at most {MAX_OVERRIDE_CHARS}")
+            continue
+        try:
+            value = loads(raw, f"--set {'.'.join(parts)}", what="invalid YAML value") if raw != "" else ""
+        except ConfigError as err:
+            problems += [f"{source}: {line}" for line in err.lines()]
+            continue
+        node: Any = data
+        for depth, p in enumerate(parts[:-1]):
             nxt = node.get(p) if isinstance(node, dict) else None
             if nxt is None and isinstance(node, dict):
                 nxt = node[p] = {}
             if not isinstance(nxt, dict):
-                problems.append(f"--set {key}: {p!r} is not a mapping in {source}")
-                ok = False
+                problems.append(f"{where}: {'.'.join(parts[: depth + 1])} is not a mapping in {source}")
+                node = None
                 break
             node = nxt
-        if ok:
-            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        if node is not None:
+            node[parts[-1]] = value
+    return problems
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """Apply ``--set`` overrides to a nested mapping; every problem is reported together."""
+    problems = collect_overrides(data, overrides, source)
     if problems:
         raise ConfigError(problems)
     return data

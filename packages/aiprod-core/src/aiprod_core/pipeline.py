@@ -18,11 +18,12 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ValidationError, model_validator
 
-from aiprod_core.config import StrictModel, apply_overrides, format_validation_error, load_yaml
+from aiprod_core.config import StrictModel, collect_overrides, format_validation_error, load_yaml
 from aiprod_core.device import pick_device, pick_dtype, seed_everything
 from aiprod_core.errors import AiprodError, ConfigError
 from aiprod_core.records import RunnableSpec
 from aiprod_core.registry import Registry, get_registry
+from aiprod_core.yamlio import excerpt
 
 
 class ComponentRef(StrictModel):
@@ -38,6 +39,8 @@ class ComponentRef(StrictModel):
     def _one_source(self) -> ComponentRef:
         if (self.weights is None) == (self.preset is None):
             raise ValueError("give exactly one of 'weights' (a component folder) or 'preset'")
+        if self.weights is not None and self.config:
+            raise ValueError("'config' overrides apply to presets only (a weights folder has its own config.json)")
         return self
 
     def load(self, ctx: RunContext) -> torch.nn.Module:
@@ -79,7 +82,14 @@ class RunContext:
         out = self.resolve(path)
         if out.exists() and not self.overwrite:
             raise AiprodError(f"{out}: already exists; pass --overwrite to replace it")
-        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.is_dir():
+            raise AiprodError(f"{out}: is a folder; expected the path of a file to write")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise AiprodError(f"{out}: cannot create its folder {out.parent} ({err.strerror or err})") from None
+        if not os.access(out.parent, os.W_OK | os.X_OK):
+            raise AiprodError(f"{out}: folder {out.parent} is not writable")
         return out
 
     def progress(self, iterable: Iterable | None = None, **kw: Any) -> Iterator:
@@ -125,7 +135,10 @@ def check_ref(ref: ComponentRef, key: str, source: str, registry: Registry) -> l
     except ConfigError as err:
         return [f"{source}: {key}.name: {line}" for line in err.lines()]
     problems: list[str] = []
-    cfg_model = spec.load_config_model()
+    try:
+        cfg_model = spec.load_config_model()
+    except AiprodError as err:
+        return [f"{source}: {key}.name: {line}" for line in err.lines()]
     if ref.preset is not None:
         if ref.preset not in spec.presets:
             problems.append(f"{source}: {key}.preset: unknown preset {ref.preset!r} (known: {', '.join(spec.presets)})")
@@ -164,11 +177,16 @@ def validate_document(
         what, name = "recipe", data.pop("recipe")
     else:
         raise ConfigError([f"{source}: expected exactly one top-level key 'pipeline' (aiprod run) or 'recipe' (aiprod train)"])
+    if not isinstance(name, str) or not name:
+        raise ConfigError([f"{source}: {what}: expected a name, got {excerpt(name)}"])
     try:
         spec = registry.pipeline(name) if what == "pipeline" else registry.recipe(name)
     except ConfigError as err:
         raise ConfigError([f"{source}: {what}: {line}" for line in err.lines()]) from None
-    model = spec.load_config_model()
+    try:
+        model = spec.load_config_model()
+    except AiprodError as err:
+        raise ConfigError([f"{source}: {what}: {line}" for line in err.lines()]) from None
     try:
         cfg = model.model_validate(data)
     except ValidationError as err:
@@ -185,10 +203,39 @@ def validate_document(
     return what, spec, cfg
 
 
-def load_document(path: str | Path, overrides: list[str] | None = None, registry: Registry | None = None):
+def load_document(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    registry: Registry | None = None,
+    *,
+    check_files: bool = False,
+    overwrite: bool | None = None,
+):
+    """Read, override and validate a YAML; every problem (``--set`` ones included) is reported together.
+
+    ``check_files`` adds what can be checked on this machine without reading a weight
+    (:func:`aiprod_core.checks.check_environment`: input paths exist, outputs can be written,
+    sizes fit in memory, weights files are well-formed and match their config); ``aiprod
+    validate`` and ``aiprod run|train`` turn it on. ``overwrite`` (known to ``run`` only) also
+    refuses an existing output unless it is true.
+    """
     path = Path(path)
-    data = apply_overrides(load_yaml(path), list(overrides or []), str(path))
-    return validate_document(data, str(path), registry)
+    registry = registry or get_registry()
+    data = load_yaml(path)
+    problems = collect_overrides(data, list(overrides or []), str(path))
+    try:
+        result = validate_document(data, str(path), registry)
+    except ConfigError as err:
+        raise ConfigError([*problems, *err.lines()]) from None
+    except AiprodError as err:  # e.g. a plugin module that fails to import
+        raise ConfigError([*problems, *(f"{path}: {line}" for line in err.lines())]) from None
+    if check_files:
+        from aiprod_core.checks import check_environment
+
+        problems += check_environment(result[2], str(path), registry, overwrite=overwrite)
+    if problems:
+        raise ConfigError(problems)
+    return result
 
 
 def run_document(
@@ -205,10 +252,12 @@ def run_document(
 ) -> Any:
     """Validate everything, then run the pipeline or recipe the YAML names."""
     registry = get_registry()
-    what, spec, cfg = load_document(path, overrides, registry)
-    if expect is not None and what != expect:
-        other = "aiprod train" if what == "recipe" else "aiprod run"
-        raise ConfigError([f"{path}: this is a {what} YAML; run it with `{other}`"])
+    if expect is not None:  # the wrong command first: its other problems would only distract
+        kinds = load_yaml(path).keys() & {"pipeline", "recipe"}
+        if len(kinds) == 1 and expect not in kinds:
+            other = "aiprod train" if "recipe" in kinds else "aiprod run"
+            raise ConfigError([f"{path}: this is a {kinds.pop()} YAML; run it with `{other}`"])
+    what, spec, cfg = load_document(path, overrides, registry, check_files=True, overwrite=overwrite)
     dev = pick_device(device)
     seed = 0 if seed is None else seed
     seed_everything(seed)

@@ -27,10 +27,15 @@ KINDS = (
 def resolve(target: Any) -> Any:
     """Resolve ``"package.module:attr"`` lazily; anything else is returned as is."""
     if isinstance(target, str):
+        from aiprod_core.errors import PluginError
+
         module, _, attr = target.partition(":")
-        obj = importlib.import_module(module)
-        for part in attr.split(".") if attr else []:
-            obj = getattr(obj, part)
+        try:
+            obj = importlib.import_module(module)
+            for part in attr.split(".") if attr else []:
+                obj = getattr(obj, part)
+        except Exception as exc:  # a plugin's broken module: one line naming it, not a traceback
+            raise PluginError(f"cannot load {target!r}: {type(exc).__name__}: {exc}") from exc
         return obj
     return target
 

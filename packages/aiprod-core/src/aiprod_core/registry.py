@@ -9,6 +9,7 @@ error and everything else keeps working (``AIPROD_STRICT_PLUGINS=1`` re-raises i
 from __future__ import annotations
 
 import importlib.metadata as md
+import importlib.util
 import os
 import sys
 import traceback
@@ -24,6 +25,48 @@ from aiprod_core.records import ComponentSpec, PipelineSpec, RecipeSpec
 
 GROUP = "aiprod"
 
+#: the project's own distributions: they win a (kind, name) clash with a third-party plugin
+FIRST_PARTY = frozenset({"aiprod-core", "aiprod-shdt", "aiprod-hwvae", "aiprod-audio", "aiprod-tts",
+                         "aiprod-textenc", "aiprod-upsampler", "aiprod-pipelines"})
+
+
+def _norm(dist: str) -> str:
+    return dist.lower().replace("_", "-").replace(".", "-")
+
+
+def is_first_party(distribution: str) -> bool:
+    return _norm(distribution) in FIRST_PARTY
+
+
+def check_target(target: Any) -> str | None:
+    """Why a ``"module:attr"`` target cannot resolve (module not found), or None; no import of the module.
+
+    The module is located with ``importlib.util.find_spec`` (its parent packages are imported,
+    the module itself is not, so a plugin stays cheap to load); an attribute is checked when
+    the module is already imported.
+    """
+    if not isinstance(target, str):
+        return None if callable(target) or isinstance(target, type) else f"{target!r} is not callable"
+    module, _, attr = target.partition(":")
+    if not module:
+        return f"{target!r} names no module"
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as exc:
+        return f"{target!r}: {type(exc).__name__}: {exc}"
+    except Exception as exc:  # a parent package that fails to import
+        return f"{target!r}: importing its package failed: {type(exc).__name__}: {exc}"
+    if found is None:
+        return f"{target!r}: no module named {module!r}"
+    loaded = sys.modules.get(module)
+    if loaded is not None and attr:
+        obj: Any = loaded
+        for part in attr.split("."):
+            if not hasattr(obj, part):
+                return f"{target!r}: module {module!r} has no attribute {attr!r}"
+            obj = getattr(obj, part)
+    return None
+
 
 @dataclass
 class PluginInfo:
@@ -32,6 +75,7 @@ class PluginInfo:
     distribution: str
     version: str
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
     components: list[str] = field(default_factory=list)
     pipelines: list[str] = field(default_factory=list)
     recipes: list[str] = field(default_factory=list)
@@ -62,13 +106,18 @@ class Registry:
         self.pipelines: dict[str, PipelineSpec] = {}
         self.recipes: dict[str, RecipeSpec] = {}
         self.errors: list[str] = []
+        self.warnings: list[str] = []
 
     # -- loading -------------------------------------------------------------------
     def load_entrypoints(self) -> Registry:
         allow = _split_env("AIPROD_LOAD_PLUGINS")
         block = _split_env("AIPROD_DISABLE_PLUGINS") or set()
         seen: set[str] = set()
-        for ep in sorted(md.entry_points(group=GROUP), key=lambda e: (e.name != "core", e.name)):
+        def order(ep: md.EntryPoint) -> tuple:  # core, then first-party, then third-party, by name
+            dist = ep.dist.name if ep.dist is not None else ""
+            return (ep.name != "core", not is_first_party(dist), ep.name)
+
+        for ep in sorted(md.entry_points(group=GROUP), key=order):
             if ep.value in seen:  # the same distribution visible twice on sys.path
                 continue
             seen.add(ep.value)
@@ -116,41 +165,81 @@ class Registry:
         comps = self._call(module, "aiprod_register_components")
         pipes = self._call(module, "aiprod_register_pipelines")
         recs = self._call(module, "aiprod_register_recipes")
-        new_c: dict[tuple[str, str], ComponentSpec] = {}
         for c in comps:
             if not isinstance(c, ComponentSpec):
                 raise PluginError(f"aiprod_register_components returned {type(c).__name__}, expected ComponentSpec")
+        for what, items, cls in (("pipeline", pipes, PipelineSpec), ("recipe", recs, RecipeSpec)):
+            for r in items:
+                if not isinstance(r, cls):
+                    raise PluginError(f"{what} hook returned {type(r).__name__}, expected {cls.__name__}")
+        # every record is checked before any is kept, so a refused plugin leaves nothing behind
+        unresolved: list[str] = []
+        records: list[tuple[str, Any, Any, dict]] = []
+        for c in comps:
             c = replace(c, distribution=info.distribution)
-            key = (c.kind, c.name)
-            other = self.components.get(key) or new_c.get(key)
-            if other is not None:
-                raise PluginError(
-                    f"duplicate {c.kind} {c.name!r}: registered by both {other.distribution!r} and {c.distribution!r}"
-                )
-            new_c[key] = c
-        new_p = self._check_runnables(pipes, PipelineSpec, self.pipelines, info, "pipeline")
-        new_r = self._check_runnables(recs, RecipeSpec, self.recipes, info, "recipe")
-        self.components.update(new_c)
-        self.pipelines.update(new_p)
-        self.recipes.update(new_r)
-        info.components = [f"{k}/{n}" for k, n in new_c]
-        info.pipelines = list(new_p)
-        info.recipes = list(new_r)
+            records.append(("component", (c.kind, c.name), c, self.components))
+        for what, items, table in (("pipeline", pipes, self.pipelines), ("recipe", recs, self.recipes)):
+            for r in items:
+                r = replace(r, distribution=info.distribution)
+                records.append((what, r.name, r, table))
+        keep: list[tuple[str, Any, Any, dict]] = []
+        seen: set[tuple[str, Any]] = set()
+        for what, key, rec, table in records:
+            label = f"{what} {key[0]} {key[1]!r}" if what == "component" else f"{what} {key!r}"
+            if (what, key) in seen:
+                raise PluginError(f"duplicate {label}: registered twice by {info.distribution!r}")
+            seen.add((what, key))
+            targets = ((rec.factory, rec.config_model) if what == "component" else (rec.run, rec.config_model))
+            why = next((w for w in map(check_target, targets) if w), None)
+            if why is not None:
+                unresolved.append(f"{label}: {why}")
+                continue
+            other = table.get(key)
+            if other is not None and not self._wins_clash(label, other, rec):
+                continue
+            keep.append((what, key, rec, table))
+        if unresolved and _strict():
+            raise PluginError("; ".join(unresolved))
+        for what, key, rec, table in keep:
+            old = table.get(key)
+            if old is not None:  # a first-party record replaces a third-party one registered earlier
+                for p in self.plugins:
+                    if p.distribution == old.distribution:
+                        for lst in (p.components, p.pipelines, p.recipes):
+                            name = f"{key[0]}/{key[1]}" if what == "component" else key
+                            if name in lst:
+                                lst.remove(name)
+            table[key] = rec
+            if what == "component":
+                info.components.append(f"{key[0]}/{key[1]}")
+            elif what == "pipeline":
+                info.pipelines.append(key)
+            else:
+                info.recipes.append(key)
+        if unresolved:
+            info.error = "; ".join(unresolved)
+            self.errors.append(f"plugin {info.name!r} ({info.distribution}): {info.error}")
 
-    @staticmethod
-    def _check_runnables(items, cls, existing, info, what):
-        new = {}
-        for r in items:
-            if not isinstance(r, cls):
-                raise PluginError(f"{what} hook returned {type(r).__name__}, expected {cls.__name__}")
-            r = replace(r, distribution=info.distribution)
-            other = existing.get(r.name) or new.get(r.name)
-            if other is not None:
-                raise PluginError(
-                    f"duplicate {what} {r.name!r}: registered by both {other.distribution!r} and {r.distribution!r}"
-                )
-            new[r.name] = r
-        return new
+    def _wins_clash(self, label: str, other: Any, new: Any) -> bool:
+        """Whether ``new`` replaces ``other`` (same kind and name). First-party wins, with a warning
+        naming both distributions (an error under AIPROD_STRICT_PLUGINS); two third-party plugins
+        clashing is an error either way."""
+        new_fp, old_fp = is_first_party(new.distribution), is_first_party(other.distribution)
+        if new_fp == old_fp:
+            raise PluginError(
+                f"duplicate {label}: registered by both {other.distribution!r} and {new.distribution!r}"
+            )
+        winner, loser = (new, other) if new_fp else (other, new)
+        msg = (f"{label} is registered by both {winner.distribution!r} and {loser.distribution!r}; "
+               f"the first-party {winner.distribution!r} is used, {loser.distribution!r}'s is ignored")
+        if _strict():
+            raise PluginError(msg)
+        self.warnings.append(msg)
+        for p in self.plugins:
+            if p.distribution == loser.distribution:
+                p.warnings.append(msg)
+        print(f"aiprod: warning: {msg}", file=sys.stderr)
+        return new_fp
 
     # -- lookups -------------------------------------------------------------------
     def component(self, kind: str | None, name: str) -> ComponentSpec:
@@ -186,7 +275,8 @@ class Registry:
                 impl(cli=cli)
             except Exception as exc:
                 if _strict():
-                    raise
+                    raise PluginError(f"plugin {info.name!r} ({info.distribution}): aiprod_register_commands "
+                                      f"failed: {type(exc).__name__}: {exc}") from exc
                 info.error = f"aiprod_register_commands: {type(exc).__name__}: {exc}"
                 print(f"aiprod: warning: plugin {info.name!r}: {info.error}", file=sys.stderr)
 

@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import os
+import re
+import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from aiprod_core.errors import VerificationError
+from aiprod_core.errors import AiprodError, VerificationError
+from aiprod_core.yamlio import excerpt
 
 MANIFEST = "MANIFEST.json"
 CHECKSUMS = "CHECKSUMS.sha256"
@@ -60,6 +65,12 @@ def atomic_write_text(target: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def _chmod_if_needed(path: Path, mode: int) -> None:
+    st = os.lstat(path)
+    if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``target``; swap it in place on success.
@@ -74,12 +85,14 @@ def atomic_dir(target: str | Path, overwrite: bool = True) -> Iterator[Path]:
     try:
         yield tmp
         mask = _umask()
-        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700, some writers 0600: give the usual permissions
+        # mkdtemp makes 0700, some writers 0600: give the usual permissions. Only where they
+        # differ: chmod changes a file's ctime, which would void the stamps just written.
+        _chmod_if_needed(tmp, 0o777 & ~mask)
         for dirpath, dirnames, filenames in os.walk(tmp):
             for d in dirnames:
-                os.chmod(os.path.join(dirpath, d), 0o777 & ~mask)
+                _chmod_if_needed(Path(dirpath, d), 0o777 & ~mask)
             for f in filenames:
-                os.chmod(os.path.join(dirpath, f), 0o666 & ~mask)
+                _chmod_if_needed(Path(dirpath, f), 0o666 & ~mask)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
@@ -93,31 +106,90 @@ def atomic_dir(target: str | Path, overwrite: bool = True) -> Iterator[Path]:
 
 
 # -- hashing with a stamp cache ------------------------------------------------------
-def _cache_file() -> Path:
+def _cache_dir() -> Path:
     root = os.environ.get("AIPROD_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "aiprod"
     )
-    return Path(root) / "verified.json"
+    return Path(root)
+
+
+def _cache_file() -> Path:
+    return _cache_dir() / "verified.json"
+
+
+STAMP_FORMAT = "aiprod-stamps/2"
 
 
 def _stamp(path: Path) -> str:
     # (device, inode) names the file itself, so the stamp survives the atomic rename of a
-    # freshly written folder; size and mtime change with any ordinary write. --force
-    # re-hashes for the paranoid case of a write that restores the old mtime.
+    # freshly written folder; size and mtime change with any ordinary write, and ctime with
+    # any write, any utime() that puts an old mtime back, and the creation of a new file
+    # that reuses a freed inode: a user cannot set ctime (only the kernel does).
     st = path.stat()
-    return f"{st.st_dev}:{st.st_ino}|{st.st_size}|{st.st_mtime_ns}"
+    return f"{st.st_dev}:{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+
+
+def _stamp_key(create: bool) -> bytes | None:
+    """The per-user secret the stamps are signed with (``<cache>/stamp.key``, mode 0600)."""
+    path = _cache_dir() / "stamp.key"
+    try:
+        key = path.read_bytes()
+        if len(key) >= 32:
+            return key
+        if not create:
+            return None
+        path.unlink()
+    except FileNotFoundError:
+        if not create:
+            return None
+    except OSError:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+        return path.read_bytes()
+    except FileExistsError:  # another process created it first
+        return _stamp_key(create=False)
+    except OSError:
+        return None
+
+
+def _mac(key: bytes, stamp: str, digest: str) -> str:
+    return hmac.new(key, f"{stamp}\n{digest}".encode(), hashlib.sha256).hexdigest()
 
 
 def _read_cache() -> dict[str, str]:
+    """Stamp -> digest, keeping only entries whose HMAC the per-user key confirms.
+
+    The stamp file is not a trust anchor: an entry written or edited by anything but this
+    code (without the key) is ignored, so the file is re-hashed.
+    """
+    key = _stamp_key(create=False)
+    if key is None:
+        return {}
     try:
-        return json.loads(_cache_file().read_text())
+        data = json.loads(_cache_file().read_text())
     except (OSError, ValueError):
         return {}
+    if not isinstance(data, dict) or data.get("format") != STAMP_FORMAT or not isinstance(data.get("entries"), dict):
+        return {}
+    out = {}
+    for stamp, entry in data["entries"].items():
+        if (isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry)
+                and hmac.compare_digest(entry[1], _mac(key, stamp, entry[0]))):
+            out[stamp] = entry[0]
+    return out
 
 
 def _write_cache(cache: dict[str, str]) -> None:
+    key = _stamp_key(create=True)
+    if key is None:
+        return  # no private key, no cache: files are re-hashed next time
+    entries = {stamp: [digest, _mac(key, stamp, digest)] for stamp, digest in cache.items()}
     try:
-        atomic_write_text(_cache_file(), json.dumps(cache))
+        atomic_write_text(_cache_file(), json.dumps({"format": STAMP_FORMAT, "entries": entries}))
     except OSError:
         pass  # a read-only home only costs re-hashing next time
 
@@ -164,13 +236,22 @@ def _quiet() -> bool:
 
 # -- manifest --------------------------------------------------------------------------
 def _walk(root: Path) -> list[Path]:
+    """Every file below ``root`` (hidden ones too) but the root's own MANIFEST/CHECKSUMS.
+
+    A symbolic link is refused: a file is verified at the path the manifest lists, never
+    through a link to somewhere else (e.g. a sibling component's file). The stamp cache is
+    skipped when it lies inside ``root``.
+    """
     files = []
+    cache = _cache_dir().absolute()
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        for name in [*dirnames, *filenames]:
+            if (here / name).is_symlink():
+                raise VerificationError(f"{here / name}: is a symbolic link; a weights folder holds real files only")
+        dirnames[:] = sorted(d for d in dirnames if (here / d).absolute() != cache)
         for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            p = Path(dirpath) / name
+            p = here / name
             rel = p.relative_to(root).as_posix()
             if rel in _SKIP:
                 continue
@@ -219,13 +300,19 @@ def write_manifest(root: str | Path, force: bool = False) -> dict[str, Any]:
     return manifest
 
 
-def find_root(folder: str | Path) -> Path | None:
-    """The store root that covers ``folder``: itself or its nearest ancestor with a manifest."""
-    folder = Path(folder).resolve()
+def _find(folder: str | Path) -> tuple[Path, Path] | None:
+    """(store root as written, ``folder`` as written) for the nearest ancestor holding a manifest."""
+    folder = Path(os.path.abspath(folder))
     for cand in (folder, *folder.parents):
         if (cand / MANIFEST).is_file():
-            return cand
+            return cand, folder
     return None
+
+
+def find_root(folder: str | Path) -> Path | None:
+    """The store root that covers ``folder``: itself or its nearest ancestor with a manifest."""
+    found = _find(folder)
+    return found[0].resolve() if found else None
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
@@ -239,42 +326,123 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_CHECKSUM_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
+
+
+def _check_entries(root: Path, manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Listed relative path -> entry, each path checked: inside the root, no link on the way."""
+    where = root / MANIFEST
+    listed: dict[str, dict[str, Any]] = {}
+    for i, e in enumerate(manifest["files"]):
+        if not isinstance(e, dict) or not {"path", "bytes", "sha256"} <= set(e):
+            raise VerificationError(f"{where}: files[{i}]: expected path, bytes and sha256")
+        rel = e["path"]
+        if not isinstance(rel, str) or not rel:
+            raise VerificationError(f"{where}: files[{i}].path: expected a relative path")
+        parts = rel.split("/")
+        if (os.path.isabs(rel) or "\\" in rel or "\0" in rel or any(p in ("", ".", "..") for p in parts)):
+            raise VerificationError(f"{where}: files[{i}].path {excerpt(rel, 100)} escapes the store root {root}")
+        if not isinstance(e["bytes"], int) or isinstance(e["bytes"], bool) or e["bytes"] < 0:
+            raise VerificationError(f"{where}: files[{i}].bytes: expected a size in bytes, got {excerpt(e['bytes'])}")
+        if not isinstance(e["sha256"], str) or not _SHA_RE.match(e["sha256"]):
+            raise VerificationError(f"{where}: files[{i}].sha256: expected 64 lowercase hex digits")
+        if rel in listed:
+            raise VerificationError(f"{where}: files[{i}].path {excerpt(rel, 100)} is listed twice")
+        if rel in _SKIP:
+            raise VerificationError(f"{where}: files[{i}].path {rel} cannot list itself")
+        listed[rel] = e
+    return listed
+
+
+def _cross_check_checksums(root: Path, listed: dict[str, dict[str, Any]]) -> None:
+    """CHECKSUMS.sha256 (what ``sha256sum -c`` checks) must say exactly what MANIFEST.json says."""
+    path = root / CHECKSUMS
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise VerificationError(f"{path}: missing beside {MANIFEST}; rewrite both with `aiprod manifest DIR`") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise VerificationError(f"{path}: unreadable ({excerpt(str(err), 100)})") from None
+    sums: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        m = _CHECKSUM_LINE.match(line)
+        if m is None:
+            raise VerificationError(f"{path}: line {n}: expected '<sha256>  <path>'")
+        rel = m.group(2).removeprefix("./")
+        if rel in sums:
+            raise VerificationError(f"{path}: line {n}: {excerpt(rel, 100)} is listed twice")
+        sums[rel] = m.group(1).lower()
+    for rel, e in listed.items():
+        if rel not in sums:
+            raise VerificationError(f"{path}: does not list {rel}, which {MANIFEST} lists")
+        if sums[rel] != e["sha256"]:
+            raise VerificationError(f"{path}: {rel}: sha256 {sums[rel][:16]}... differs from {MANIFEST} "
+                                    f"({e['sha256'][:16]}...)")
+    extra = sorted(set(sums) - set(listed))
+    if extra:
+        raise VerificationError(f"{path}: lists {excerpt(extra[0], 100)}, which {MANIFEST} does not")
+
+
 def verify(folder: str | Path, force: bool = False) -> Path:
     """Verify ``folder`` (a store root or a component folder inside one) against its manifest.
 
-    Returns the store root. Raises :class:`VerificationError` (one line) on any problem.
+    Every file in scope must be listed, be a real file at its listed path (no symbolic link
+    on the way), have the listed size and SHA-256; ``CHECKSUMS.sha256`` must agree with
+    ``MANIFEST.json``; a shard index may name only files of its own folder. Returns the store
+    root. Raises :class:`VerificationError` (one line) on any problem.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise VerificationError(f"{folder}: weights folder not found")
-    root = find_root(folder)
-    if root is None:
+    found = _find(folder)
+    if found is None:
         raise VerificationError(
             f"{folder}: no {MANIFEST} in this folder or above it; write one with `aiprod manifest DIR`"
         )
+    written_root, written = found
+    for sub in [written, *written.parents]:  # a component folder linked to another one is not itself
+        if sub == written_root:
+            break
+        if sub.is_symlink():
+            raise VerificationError(f"{sub}: is a symbolic link inside the store root {written_root}; refusing")
+    root = written_root.resolve()
     manifest = _read_manifest(root)
-    scope = folder.resolve()
-    listed: dict[Path, dict[str, Any]] = {}
-    for i, e in enumerate(manifest["files"]):
-        if not isinstance(e, dict) or not {"path", "bytes", "sha256"} <= set(e):
-            raise VerificationError(f"{root / MANIFEST}: files[{i}]: expected path, bytes and sha256")
-        rel = str(e["path"])
-        target = (root / rel).resolve()
-        if os.path.isabs(rel) or ".." in Path(rel).parts or not target.is_relative_to(root):
-            raise VerificationError(f"{root / MANIFEST}: files[{i}].path {rel!r} escapes the store root {root}")
-        listed[target] = e
-    in_scope = {p: e for p, e in listed.items() if p.is_relative_to(scope)}
-    for p, e in in_scope.items():
+    listed = _check_entries(root, manifest)
+    _cross_check_checksums(root, listed)
+    scope_rel = written.relative_to(written_root).as_posix()
+    scope = root if scope_rel == "." else root / scope_rel
+    prefix = "" if scope_rel == "." else scope_rel + "/"
+    in_scope: dict[Path, dict[str, Any]] = {}
+    for rel, e in listed.items():
+        if not rel.startswith(prefix):
+            continue
+        p = root / rel
+        for anc in [*reversed(p.relative_to(root).parents[:-1]), p.relative_to(root)]:
+            if (root / anc).is_symlink():
+                raise VerificationError(f"{root / anc}: is a symbolic link; refusing (listed as {rel} in {root / MANIFEST})")
         if not p.is_file():
             raise VerificationError(f"{p}: listed in {root / MANIFEST} but missing")
         size = p.stat().st_size
         if size != e["bytes"]:
             raise VerificationError(f"{p}: size {size} bytes, manifest says {e['bytes']}")
+        in_scope[p] = e
     for p in _walk(scope):
-        if p.resolve() not in listed and not (scope == root and p.relative_to(root).as_posix() in _SKIP):
+        rel = p.relative_to(root).as_posix()
+        if rel not in listed:
             raise VerificationError(f"{p}: not listed in {root / MANIFEST}; refusing an unverified file")
+    from aiprod_core.weights import INDEX, weight_files  # weights imports this module
+
+    for p in in_scope:
+        if p.name == INDEX:
+            try:
+                weight_files(p.parent)
+            except AiprodError as err:
+                raise VerificationError(str(err)) from None
     digests = hash_files(list(in_scope), force=force, progress=True)
     for p, e in in_scope.items():
         if digests[p] != e["sha256"]:
-            raise VerificationError(f"{p}: sha256 {digests[p][:16]}… does not match the manifest ({str(e['sha256'])[:16]}…)")
+            raise VerificationError(f"{p}: sha256 {digests[p][:16]}... does not match the manifest ({e['sha256'][:16]}...)")
     return root
