@@ -19,6 +19,7 @@ audio ends up exactly ``round(T_out * sample_rate / fps)`` samples long.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -255,3 +256,119 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     except RuntimeError as err:
         raise AiprodError(f"{path}: not a readable audio file ({err})") from None
     return data.mean(axis=1), int(sr)
+
+
+# -- outputs by extension ------------------------------------------------------------------------------
+#: what an ``output:`` path may end with; a path without an extension is a folder of PNG frames (+ audio.wav)
+OUTPUT_FORMATS = {
+    ".mp4": "H.264 video + AAC audio",
+    ".webm": "VP9 video + Opus audio",
+    ".gif": "animated GIF (no audio)",
+    "": "a folder of PNG frames 00000.png ... (+ audio.wav)",
+}
+
+
+def output_format(path: str | Path) -> str:
+    """The format key of ``path`` (``.mp4``, ``.webm``, ``.gif`` or ``""`` for a folder); refuses the rest."""
+    p = str(path)
+    suffix = "" if p.endswith(("/", os.sep)) else Path(p).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        known = ", ".join(k or "a folder (no extension)" for k in OUTPUT_FORMATS)
+        raise AiprodError(f"{path}: unknown output extension {suffix!r} (expected {known})")
+    return suffix
+
+
+def write_webm(path: str | Path, frames: np.ndarray, fps: float, audio: Any | None = None,
+               sample_rate: int | None = None, *, crf: int = 32, audio_bitrate: int = 96_000,
+               overwrite: bool = False, metadata: dict[str, str] | None = None) -> Path:
+    """Write VP9 (libvpx-vp9, constant quality ``crf``) video and optional mono Opus audio, atomically."""
+    import av
+
+    path = Path(path)
+    frames = _check_frames(frames)
+    if path.exists() and not overwrite:
+        raise AiprodError(f"{path}: already exists; pass --overwrite to replace it")
+    if audio is not None:
+        audio = _check_audio(audio)
+        if sample_rate not in (8000, 12000, 16000, 24000, 48000):
+            raise AiprodError(f"write_webm: Opus needs a sample rate of 8, 12, 16, 24 or 48 kHz, got {sample_rate}")
+    rate = _fps_fraction(fps)
+    t, h, w = frames.shape[:3]
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="webm") as out:
+        for key, value in (metadata or {}).items():
+            out.metadata[key] = str(value)
+        vs = out.add_stream("libvpx-vp9", rate=rate)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.codec_context.time_base = 1 / rate
+        vs.options = {"crf": str(int(crf)), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
+        astream = None
+        if audio is not None:
+            astream = out.add_stream("libopus", rate=int(sample_rate), layout="mono")
+            astream.bit_rate = int(audio_bitrate)
+        for i in range(t):
+            frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
+            frame.pts = i
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode(None))
+        if astream is not None:
+            for start in range(0, len(audio), 8192):
+                aframe = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[start:start + 8192][None]),
+                                                    format="flt", layout="mono")
+                aframe.sample_rate, aframe.pts = int(sample_rate), start
+                out.mux(astream.encode(aframe))
+            out.mux(astream.encode(None))
+    return path
+
+
+def write_gif(path: str | Path, frames: np.ndarray, fps: float, *, overwrite: bool = False) -> Path:
+    """Write an endlessly looping animated GIF (Pillow, adaptive palette per frame), atomically."""
+    from PIL import Image
+
+    path = Path(path)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+        raise AiprodError(f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+    if path.exists() and not overwrite:
+        raise AiprodError(f"{path}: already exists; pass --overwrite to replace it")
+    images = [Image.fromarray(f) for f in frames]
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], loop=0,
+                       duration=max(20, int(round(1000 / fps))), disposal=1)
+    return path
+
+
+def write_frames(folder: str | Path, frames: np.ndarray, audio: Any | None = None, sample_rate: int | None = None,
+                 *, overwrite: bool = False) -> Path:
+    """A folder of ``00000.png ...`` (+ ``audio.wav``), written as a whole or not at all."""
+    from PIL import Image
+
+    from aiprod_core.store import atomic_dir
+
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise AiprodError(f"{folder}: already exists; pass --overwrite to replace it")
+    with atomic_dir(folder) as tmp:
+        for i, f in enumerate(np.asarray(frames)):
+            Image.fromarray(f).save(tmp / f"{i:05d}.png")
+        if audio is not None:
+            write_wav(tmp / "audio.wav", audio, int(sample_rate))
+    return folder
+
+
+def write_output(path: str | Path, frames: np.ndarray, fps: float, audio: Any | None = None,
+                 sample_rate: int | None = None, *, sync: SyncRule = "longest", overwrite: bool = False,
+                 crf: int | None = None, audio_bitrate: int = 96_000, metadata: dict[str, str] | None = None) -> Path:
+    """Write a clip in the format its extension names (:data:`OUTPUT_FORMATS`), audio reconciled by ``sync``."""
+    fmt = output_format(path)
+    path = Path(path)
+    if audio is not None:
+        frames, audio = reconcile(frames, audio, fps, int(sample_rate), sync)
+    if fmt == ".mp4":
+        return write_mp4(path, frames, fps, audio, sample_rate, crf=18 if crf is None else crf,
+                         audio_bitrate=audio_bitrate, overwrite=overwrite, metadata=metadata)
+    if fmt == ".webm":
+        return write_webm(path, frames, fps, audio, sample_rate, crf=32 if crf is None else crf,
+                          audio_bitrate=audio_bitrate, overwrite=overwrite, metadata=metadata)
+    if fmt == ".gif":
+        return write_gif(path, frames, fps, overwrite=overwrite)
+    return write_frames(path, frames, audio, sample_rate, overwrite=overwrite)
