@@ -1,9 +1,10 @@
-"""Every examples/*.yaml runs end to end with the committed demo weights (weights/tiny/), in dependency
-order, in a scratch folder.
+"""Every examples/*.yaml runs on its own, with the committed demo weights (weights/tiny/) and the inputs
+shipped in examples/assets/, each in its own fresh temporary directory (so in any order, and none
+depends on another's output).
 
-The examples name relative paths under out/examples/; this test runs them from a temporary working
-directory, first writing the inputs no example produces (a short mp4, a latents file), and checks each
-output. A new example must be added to ORDER (the test fails otherwise).
+The examples name paths relative to the repository root (weights/tiny/..., examples/assets/...,
+out/...); the test links `weights` and `examples` into an empty directory, runs the example there and
+checks what it wrote. A new example needs a check below (test_every_example_has_a_check fails otherwise).
 """
 
 from __future__ import annotations
@@ -16,85 +17,124 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+ASSETS = EXAMPLES / "assets"
+NAMES = sorted(p.stem for p in EXAMPLES.glob("*.yaml"))
+# the packages each example needs (its pipeline kind and components)
+NEEDS = {
+    "text_to_speech": ["aiprod_tts"],
+    "audio_encode": ["aiprod_audio"],
+    "audio_decode": ["aiprod_audio", "aiprod_pipelines"],
+    "video_reconstruct": ["aiprod_pipelines", "aiprod_hwvae"],
+    "upsample": ["aiprod_upsampler", "aiprod_shdt", "aiprod_textenc"],
+    "text_to_video": ["aiprod_pipelines", "aiprod_textenc", "aiprod_shdt", "aiprod_hwvae", "aiprod_tts"],
+}
 
-# dependency order: text_to_speech writes the wav audio_encode reads, whose codes audio_decode reads
-ORDER = ["text_to_speech", "audio_encode", "audio_decode", "video_reconstruct", "upsample", "text_to_video"]
-PACKAGES = ["aiprod_pipelines", "aiprod_tts", "aiprod_audio", "aiprod_hwvae", "aiprod_upsampler", "aiprod_shdt",
-            "aiprod_textenc"]
 
-
-def test_every_example_is_run_here():
-    assert sorted(p.stem for p in EXAMPLES.glob("*.yaml")) == sorted(ORDER)
-    for name in ORDER:
+def test_every_example_has_a_check_and_shows_its_command():
+    assert sorted(NEEDS) == NAMES == sorted(CHECKS), "add the new example to NEEDS and CHECKS"
+    for name in NAMES:
         head = (EXAMPLES / f"{name}.yaml").read_text().splitlines()[0]
         assert head == f"# aiprod run examples/{name}.yaml", f"{name}.yaml: first line should show the command"
 
 
-def test_examples_run_in_order(tmp_path, monkeypatch):
-    for pkg in PACKAGES:
-        pytest.importorskip(pkg)
-    import torch
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+def test_examples_read_only_shipped_inputs():
+    """No example reads another example's output: every input it names is a file under examples/assets/."""
+    import yaml
 
-    from aiprod_core.pipeline import run_document
-    from aiprod_pipelines.media import read_mp4, read_wav, write_mp4
+    for name in NAMES:
+        doc = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
+        for key in ("input", "text_file"):
+            if key in doc:
+                assert doc[key].startswith("examples/assets/") and (ROOT / doc[key]).is_file(), f"{name}.yaml: {key}"
 
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch):
+    """An empty working directory holding only links to weights/ and examples/ (the paths the YAMLs name)."""
     monkeypatch.setenv("AIPROD_CACHE_DIR", str(tmp_path / ".aiprod-cache"))
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "weights").symlink_to(ROOT / "weights")  # the examples name weights/tiny/<component>
-    out = Path("out/examples")
-    out.mkdir(parents=True)
-    # inputs no example writes: a 12-frame 72x80 clip (cropped to 9 frames 64x64) and stage-1 latents
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:72, :80]
-    frames = np.stack([np.stack([(xx * 3 + 10 * t) % 256, yy * 3 % 256, np.full_like(xx, 128)], -1)
-                       for t in range(12)]).astype(np.uint8)
-    write_mp4(out / "clip.mp4", frames, 8, preset="ultrafast")
-    latents = torch.from_numpy(rng.standard_normal((1, 32, 2, 4, 4)).astype(np.float32))  # the demo VAE: 32 ch
-    save_file({"latents": latents}, str(out / "latents.safetensors"))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "weights").symlink_to(ROOT / "weights")
+    (work / "examples").symlink_to(EXAMPLES)
+    monkeypatch.chdir(work)
+    return work
 
-    def run(name, overrides=()):
-        return run_document(EXAMPLES / f"{name}.yaml", list(overrides), expect="pipeline", device="cpu",
-                            dtype="float32", quiet=True, overwrite=True)
 
-    # text -> speech
-    run("text_to_speech")
-    speech, sr = read_wav(out / "speech.wav")
+def _run(name):
+    from aiprod_core.pipeline import run_document
+
+    return run_document(EXAMPLES / f"{name}.yaml", [], expect="pipeline", device="cpu", dtype="float32",
+                        quiet=True)
+
+
+def check_text_to_speech(info, out):
+    from aiprod_pipelines.media import read_wav
+
+    speech, sr = read_wav(out / "examples" / "speech.wav")
     assert sr == 24000 and 1.5 * sr < len(speech) < 5 * sr and np.abs(speech).max() > 1e-3  # ~2.8 s spoken
 
-    # speech -> codes -> speech (the demo codec on both sides)
-    info = run("audio_encode")
-    with safe_open(str(out / "speech_codes.safetensors"), framework="pt") as f:
+
+def check_audio_encode(info, out):
+    import torch
+    from safetensors import safe_open
+
+    from aiprod_pipelines.media import read_wav
+
+    speech, sr = read_wav(ASSETS / "speech.flac")
+    with safe_open(str(out / "examples" / "speech_codes.safetensors"), framework="pt") as f:
         codes, meta = f.get_tensor("codes"), f.metadata()
     assert codes.dtype == torch.int64 and codes.shape == (1, info["num_codebooks"], info["frames"])
     assert info["num_codebooks"] == 4 and int(meta["num_samples"]) == len(speech)  # 6 kbps = 4 x 150 Hz x 10 bit
     assert info["frames"] == math.ceil(len(speech) / sr * float(meta["frame_rate"]))
-    run("audio_decode")
-    decoded, sr2 = read_wav(out / "speech_decoded.wav")
-    assert sr2 == 24000 and len(decoded) == len(speech) and np.isfinite(decoded).all()
+
+
+def check_audio_decode(info, out):
     from aiprod_pipelines.eval import si_sdr
+    from aiprod_pipelines.media import read_wav
 
-    assert si_sdr(speech, decoded) > 1.0  # 2.8 dB (the codec learnt espeak-ng, not this voice); random: < -20
+    speech, _ = read_wav(ASSETS / "speech.flac")  # what the shipped codes encode
+    decoded, sr = read_wav(out / "examples" / "speech_decoded.wav")
+    assert sr == 24000 and len(decoded) == len(speech) and np.isfinite(decoded).all()
+    assert si_sdr(speech, decoded) > 1.0  # 2.8 dB (the codec learnt espeak-ng speech, not this voice); random: < -20
 
-    # clip -> HW-VAE -> clip
-    rec = run("video_reconstruct")
-    clip = read_mp4(out / "clip_reconstructed.mp4")
-    assert clip.frames.shape == (9, 64, 64, 3) and rec["latent_shape"] == (1, 32, 3, 8, 8)
-    assert rec["psnr"] > 20.0  # 24.3 dB on this synthetic gradient clip (the corpus: 29.8 dB held-out)
 
-    # latents -> x2 latents (+ refinement)
-    up = run("upsample")
-    with safe_open(str(out / "latents_x2.safetensors"), framework="pt") as f:
+def check_video_reconstruct(info, out):
+    from aiprod_pipelines.media import read_mp4
+
+    clip = read_mp4(out / "examples" / "clip_reconstructed.mp4")
+    assert clip.frames.shape == (9, 64, 64, 3) and info["latent_shape"] == (1, 32, 3, 8, 8)
+    assert info["psnr"] > 24.0  # a corpus-like clip (shape over a photo); the held-out corpus: 30.0 dB
+
+
+def check_upsample(info, out):
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(str(out / "examples" / "latents_x2.safetensors"), framework="pt") as f:
         high = f.get_tensor("latents")
-    assert tuple(up["shape"]) == high.shape == (1, 32, 2, 8, 8) and torch.isfinite(high).all()
+    assert tuple(info["shape"]) == high.shape == (1, 32, 3, 8, 8) and torch.isfinite(high).all()
 
-    # prompt -> narrated mp4, at its shipped size (a few seconds on 2 cores); output at out/text_to_video.mp4
-    path = run("text_to_video")
+
+def check_text_to_video(path, out):
+    from aiprod_pipelines.eval import shown_colour
+    from aiprod_pipelines.media import read_mp4
+
+    assert Path(path).resolve() == (out / "text_to_video.mp4").resolve()
     video = read_mp4(path)
     assert video.frames.shape[1:] == (64, 64, 3) and video.frames.shape[0] >= 17  # longer narration: held frames
     assert video.sample_rate == 24000 and len(video.audio) == video.frames.shape[0] * 24000 // 8  # sync: longest
-    assert np.abs(video.audio).max() > 1e-3
-    from aiprod_pipelines.eval import shown_colour
-
+    assert np.abs(video.audio).max() > 1e-3  # the prompt, spoken
     assert shown_colour(video.frames[:17]) == "red"  # the prompt: "a red circle moving left ..."
+
+
+CHECKS = {name.removeprefix("check_"): fn for name, fn in dict(globals()).items() if name.startswith("check_")}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_example_runs_alone_in_a_fresh_directory(name, scratch):
+    for pkg in NEEDS[name]:
+        pytest.importorskip(pkg, reason=f"examples/{name}.yaml needs {pkg.replace('_', '-')}")
+    result = _run(name)
+    CHECKS[name](result, scratch / "out")
+    written = sorted(str(p.relative_to(scratch)) for p in (scratch / "out").rglob("*") if p.is_file())
+    assert written, f"{name}: wrote nothing under out/"
