@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -17,7 +19,11 @@ from aiprod_core.device import seed_everything
 from aiprod_core.training.checkpointing import Checkpointing
 from aiprod_core.training.config import TrainConfig, lr_lambda
 from aiprod_core.training.parallel import fp32_masters, init_distributed, rank_mean, set_grad_sync, wrap
-from aiprod_core.training.task import EMA, TrainTask, step_generator
+from aiprod_core.training.task import EMA, TrainTask, full_tensor, step_generator
+
+#: folder: at the end of ``fit`` every rank writes ``rank<N>.json`` there (sha256 of its full weights, mean
+#: step time): how the distributed tests check that the ranks ended identical
+DIGEST_ENV = "AIPROD_TRAIN_DIGEST"
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -106,6 +112,7 @@ class Trainer(Checkpointing):
         self.emas: dict[str, EMA] = {}
         self.wrappers: dict[str, nn.Module] = {}
         self.trainable: dict[str, list[torch.nn.Parameter]] = {}
+        self.step_times: list[float] = []
         self.ctx = StepContext(self)
         self._setup()
 
@@ -174,6 +181,7 @@ class Trainer(Checkpointing):
                 bar.close()
                 return {"step": step, "stopped": True, **last}
             self.ctx.step = step
+            t_step = time.perf_counter()
             for m in self.ctx.raw.values():
                 m.train()
             metrics: dict[str, float] = {}
@@ -189,6 +197,7 @@ class Trainer(Checkpointing):
                 for k, v in out.items():
                     metrics[k] = metrics.get(k, 0.0) + float(v) / cfg.grad_accum_steps
             metrics = rank_mean(metrics, self.world_size, self.device)
+            self.step_times.append(time.perf_counter() - t_step)
             done = step + 1
             record = {"step": done, **{k: float(v) for k, v in metrics.items()}}
             if self.schedulers:
@@ -217,7 +226,41 @@ class Trainer(Checkpointing):
                 self._log({"step": cfg.max_steps, **final_eval})
             self.save_checkpoint(cfg.max_steps)
             self.task.export(self.out / "final", self.ctx)
+        self.check_in_sync()
         return {"step": cfg.max_steps, **last}
+
+    def weights_digest(self, full: bool = True) -> str:
+        """sha256 of every module's state (``full``: gathered DTensors, a collective; else local shards)."""
+        h = hashlib.sha256()
+        for name in sorted(self.ctx.raw):
+            for key, value in sorted(self.ctx.raw[name].state_dict().items()):
+                t = full_tensor(value) if full else value.detach().cpu()
+                h.update(f"{name}.{key}:{t.dtype}:{tuple(t.shape)}".encode())
+                h.update(t.contiguous().view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+    def check_in_sync(self) -> None:
+        """DDP: every rank must end with the same weights (a cheap local hash, compared). With
+        ``AIPROD_TRAIN_DIGEST`` set, every rank writes its full-weight digest and step time there."""
+        folder = os.environ.get(DIGEST_ENV)
+        if folder:
+            digest = self.weights_digest(full=True)
+            times = self.step_times[1:] or self.step_times
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / f"rank{self.rank}.json").write_text(json.dumps({
+                "rank": self.rank, "world_size": self.world_size, "strategy": self.strategy, "digest": digest,
+                "steps": len(self.step_times), "step_s": sum(times) / max(1, len(times)),
+                "dtypes": sorted({str(p.dtype) for ps in self.trainable.values() for p in ps}),
+                "optimizer_dtypes": sorted({str(v.dtype) for o in self.optimizers.values() for s in o.state.values()
+                                            for v in s.values() if isinstance(v, torch.Tensor) and v.numel() > 1}),
+                "history": self.history}))
+        if self.world_size == 1 or self.strategy != "ddp":
+            return  # FSDP2: each parameter shard lives on one rank only
+        digests: list[Any] = [None] * self.world_size
+        dist.all_gather_object(digests, self.weights_digest(full=False))
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"ranks ended with different weights ({self.world_size} ranks, digests "
+                               f"{[d[:8] for d in digests]}): a forward bypassed the DDP wrapper")
 
     def _evaluate(self) -> dict[str, float]:
         for m in self.ctx.raw.values():
