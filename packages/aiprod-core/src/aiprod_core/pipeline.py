@@ -13,17 +13,18 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import BaseModel, ValidationError, model_validator
 
 from aiprod_core.config import StrictModel, collect_overrides, format_validation_error, load_yaml
-from aiprod_core.device import pick_device, pick_dtype, seed_everything
 from aiprod_core.errors import AiprodError, ConfigError
 from aiprod_core.records import RunnableSpec
 from aiprod_core.registry import Registry, get_registry
 from aiprod_core.yamlio import excerpt
+
+if TYPE_CHECKING:  # torch is imported where a pipeline runs: commands that only validate or list start fast
+    import torch
 
 
 class ComponentRef(StrictModel):
@@ -98,6 +99,8 @@ class RunContext:
         return tqdm(iterable, disable=self.quiet, **kw)
 
     def generator(self, device: torch.device | None = None) -> torch.Generator:
+        import torch
+
         return torch.Generator(device=device or "cpu").manual_seed(self.seed)
 
 
@@ -258,6 +261,8 @@ def run_document(
             other = "aiprod train" if "recipe" in kinds else "aiprod run"
             raise ConfigError([f"{path}: this is a {kinds.pop()} YAML; run it with `{other}`"])
     what, spec, cfg = load_document(path, overrides, registry, check_files=True, overwrite=overwrite)
+    from aiprod_core.device import pick_device, pick_dtype, seed_everything
+
     dev = pick_device(device)
     seed = 0 if seed is None else seed
     seed_everything(seed)
