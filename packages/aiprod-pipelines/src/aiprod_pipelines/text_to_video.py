@@ -21,33 +21,36 @@ Lengths (``sync``): ``longest`` (default) keeps everything: a narration longer t
 the clip's last frame until the narration ends; a shorter one is padded with silence. ``video`` keeps
 the clip's length and pads or cuts (with a 20 ms fade) the narration. See :mod:`aiprod_pipelines.media`.
 
-Sampling uses ``aiprod_shdt.diffusion.sample`` when aiprod-shdt is installed and the same algorithm
-written out here otherwise (:func:`sample_latents`): rectified flow ``x_s = (1 - s) x0 + s noise``
-integrated from ``s = 1`` to 0 (Liu et al. 2022, arXiv:2209.03003) over SD3's shifted schedule
-``a s / (1 + (a - 1) s)`` with ``a = sqrt(tokens / 1024)`` (Esser et al. 2024, arXiv:2403.03206),
-classifier-free guidance against the negative prompt or the empty (all-masked) prompt. The two-stage
-refinement likewise prefers ``aiprod_upsampler.two_stage``. Noise is drawn on the CPU from the seed,
-so a seed gives the same clip on every device.
+This module is the YAML face of :class:`aiprod_pipelines.api.TextToVideoPipeline`: it validates the
+document, loads the components it names, builds the pipeline object and writes its clips. Sampling is
+the pipeline's: a registered ``sampler`` component (``sampler: euler | heun | dpm++2m``, from
+aiprod-shdt) integrates rectified flow ``x_s = (1 - s) x0 + s noise`` from ``s = 1`` to 0 (Liu et al.
+2022, arXiv:2209.03003) over SD3's token-count shifted schedule (Esser et al. 2024, arXiv:2403.03206),
+with classifier-free guidance against the negative prompt or the empty (all-masked) prompt. Noise is
+drawn on the CPU from the seed (clip ``i`` of ``prompts:`` from ``seed + i``), so a seed gives the
+same clip on every device and in every batch.
+
+Beyond one prompt and one mp4: ``prompts:`` (a list or a text file, one prompt a line) writes one
+output per prompt (``out/clip.mp4`` → ``out/clip_000.mp4`` ...), sampled ``batch_size`` at a time;
+``output`` may end in ``.mp4``, ``.webm``, ``.gif`` or name a folder (PNG frames + wav); ``image:``
+conditions on a first frame; ``loras:`` applies exported adapters; ``offload:`` and ``vae_tiling:``
+trade speed for memory.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from aiprod_core.config import StrictModel
 from aiprod_core.errors import AiprodError
 from aiprod_core.pipeline import ComponentRef, RunContext
-
-#: prefer the model packages' own sampler / refiner when installed (tests switch this off to compare)
-USE_PACKAGE_SAMPLERS = True
 
 KINDS = {
     "text_encoder": "text-encoder",
@@ -82,10 +85,27 @@ class TwoStage(StrictModel):
         return _with_kind(v, KINDS["upsampler"])
 
 
+class LoraRef(StrictModel):
+    """A LoRA folder exported by ``aiprod train`` (``<run>/final/lora``), verified by its manifest."""
+
+    path: str
+    scale: float = Field(1.0, description="multiplies alpha / r")
+
+
+class VaeTiling(StrictModel):
+    """Decode memory: spatial tiles of ``tile`` latent pixels cross-faded over ``overlap``, ``chunk`` latent frames."""
+
+    tile: int | None = Field(None, ge=2)
+    overlap: int = Field(16, ge=0)
+    chunk: int | None = Field(None, ge=1)
+
+
 class TextToVideoConfig(StrictModel):
     """``pipeline: text-to-video`` (``aiprod run``)."""
 
-    prompt: str = Field(min_length=1, description="what the clip shows")
+    prompt: str | None = Field(None, min_length=1, description="what the clip shows (or give 'prompts')")
+    prompts: list[str] | str | None = Field(None, description="several prompts: a list, or a text file with one "
+                                            "a line; one output each (<output stem>_000<ext>, ...)")
     negative_prompt: str = Field("", description="steered away from by CFG; empty = the unconditional prompt")
     output: str = Field(description="the mp4 to write (refused if it exists, unless --overwrite)")
     width: int = Field(64, ge=16, description="pixels; a multiple of 8 x patch size (x2 with two_stage)")
@@ -94,7 +114,14 @@ class TextToVideoConfig(StrictModel):
     fps: int = Field(8, ge=1, le=120)
     steps: int = Field(20, ge=1, description="sampling steps (stage 1)")
     guidance_scale: float = Field(4.0, ge=0, description="classifier-free guidance; 1 = off")
-    sampler: Literal["euler", "heun"] = "euler"
+    sampler: str = Field("euler", description="a registered sampler component: euler | heun | dpm++2m")
+    batch_size: int = Field(1, ge=1, description="prompts sampled together")
+    image: str | None = Field(None, description="first frame to keep (an image file, resized to width x height)")
+    loras: list[LoraRef] = Field([], description="LoRA adapters for the denoiser: [{path, scale}]")
+    offload: Literal["model", "sequential"] | None = Field(
+        None, description="keep components on the CPU, moving each (model) or each layer (sequential) "
+        "to the device only while it runs")
+    vae_tiling: VaeTiling | None = Field(None, description="decode in spatial tiles and/or temporal chunks")
     text_encoder: ComponentRef
     denoiser: ComponentRef
     autoencoder: ComponentRef
@@ -110,6 +137,35 @@ class TextToVideoConfig(StrictModel):
     @classmethod
     def _kinds(cls, v: ComponentRef | None, info) -> ComponentRef | None:
         return _with_kind(v, KINDS[info.field_name])
+
+    @field_validator("output")
+    @classmethod
+    def _output_format(cls, v: str) -> str:
+        from aiprod_pipelines.media import output_format
+
+        try:
+            output_format(v)
+        except AiprodError as err:
+            raise ValueError(str(err)) from None
+        return v
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, v: str) -> str:
+        from aiprod_core.registry import get_registry
+
+        known = sorted(n for (k, n) in get_registry().components if k == "sampler")
+        if v not in known:
+            raise ValueError(f"unknown sampler {v!r}; installed: {', '.join(known) or 'none (install aiprod-shdt)'}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_prompt_source(self) -> TextToVideoConfig:
+        if (self.prompt is None) == (self.prompts is None):
+            raise ValueError("give exactly one of 'prompt' (one clip) or 'prompts' (a list or a text file)")
+        if self.image is not None and self.two_stage is not None:
+            raise ValueError("'image' (first-frame conditioning) does not combine with 'two_stage'")
+        return self
 
     @field_validator("frames")
     @classmethod
@@ -130,6 +186,28 @@ class TextToVideoConfig(StrictModel):
     def _narration(cls, v: str | None, info) -> str | None:
         if v is not None and "speech" in info.data and info.data["speech"] is None:
             raise ValueError("'narration' needs a 'speech' component (kind speech-synthesizer)")
+        if v is not None and not any(ch.isalnum() for ch in v):
+            raise ValueError("has nothing to speak (no letter or digit); leave it out to speak the prompt")
+        return v
+
+    @field_validator("two_stage")
+    @classmethod
+    def _two_stage_sizes(cls, v: TwoStage | None, info) -> TwoStage | None:
+        bad = [f"{k}: {info.data[k]} is not a multiple of 32" for k in ("width", "height")
+               if v is not None and info.data.get(k, 0) % 32]
+        if bad:
+            raise ValueError(f"{'; '.join(bad)} (autoencoder x8 x patch 2 x upsampler 2)")
+        return v
+
+    @field_validator("frames")
+    @classmethod
+    def _fits_memory(cls, v: int, info) -> int:
+        from aiprod_core.checks import memory_problem
+
+        w, h = info.data.get("width", 0), info.data.get("height", 0)
+        why = memory_problem(4 * 3 * v * w * h, f"a {w}x{h} clip of {v} frames (decoded in float32)")
+        if why:
+            raise ValueError(why)
         return v
 
 
@@ -161,8 +239,15 @@ def load_models(cfg: TextToVideoConfig, ctx: RunContext, *, speech: bool = True)
         refs["upsampler"] = cfg.two_stage.upsampler
     if speech and cfg.speech is not None:
         refs["speech"] = cfg.speech
+    cache = getattr(ctx, "component_cache", None)  # aiprod serve: components load once per server
     for key, ref in refs.items():
-        loaded[key] = ref.load(ctx)
+        ckey = (ref.model_dump_json(), str(ctx.device), str(ctx.dtype))
+        if cache is not None and ckey in cache:
+            loaded[key] = cache[ckey]
+        else:
+            loaded[key] = ref.load(ctx)
+            if cache is not None:
+                cache[ckey] = loaded[key]
         _check_kind(loaded[key], KINDS[key], f"{ctx.source}: {key}")
         bar.update()
     bar.close()
@@ -189,174 +274,114 @@ def load_models(cfg: TextToVideoConfig, ctx: RunContext, *, speech: bool = True)
     return m
 
 
-# -- sampling (the fallback when aiprod-shdt / aiprod-upsampler are not installed) -----------------
-def shifted_sigmas(steps: int, num_tokens: int, base_tokens: int = 1024, base_shift: float = 1.0,
-                   min_shift: float = 1.0, max_shift: float = 12.0) -> torch.Tensor:
-    """``[steps + 1]`` from 1 to 0, shifted by ``a = clamp(base_shift * sqrt(tokens / base_tokens))`` (SD3)."""
-    a = min(max(base_shift * math.sqrt(num_tokens / base_tokens), min_shift), max_shift)
-    s = torch.linspace(1.0, 0.0, steps + 1)
-    return a * s / (1 + (a - 1) * s)
+# -- generation: the pipeline object ------------------------------------------------------------------
+def build_pipeline(models: Models, cfg: TextToVideoConfig | None = None, ctx: RunContext | None = None) -> Any:
+    """A :class:`~aiprod_pipelines.api.TextToVideoPipeline` over loaded components, with the YAML's
+    LoRAs, offload and VAE tiling applied."""
+    from aiprod_pipelines.api import TextToVideoPipeline
+
+    pipe = TextToVideoPipeline(text_encoder=models.text_encoder, denoiser=models.denoiser,
+                               autoencoder=models.autoencoder, upsampler=models.upsampler, speech=models.speech)
+    if cfg is None:
+        return pipe
+    if ctx is not None:
+        pipe.device, pipe.dtype = ctx.device, ctx.dtype
+    for lora in cfg.loras:
+        pipe.load_lora(ctx.resolve(lora.path) if ctx else lora.path, lora.scale,
+                       force_verify=bool(ctx and ctx.force_verify))
+    if pipe.loras:
+        pipe.fuse_lora()
+    if cfg.offload == "model":
+        pipe.enable_model_cpu_offload()
+    elif cfg.offload == "sequential":
+        pipe.enable_sequential_cpu_offload()
+    if cfg.vae_tiling is not None:
+        pipe.enable_vae_tiling(cfg.vae_tiling.tile, cfg.vae_tiling.overlap, cfg.vae_tiling.chunk)
+    return pipe
 
 
-@torch.no_grad()
-def integrate(velocity: Callable, x: torch.Tensor, sigmas: torch.Tensor, method: str = "euler",
-              progress: Callable | None = None, desc: str = "sample") -> torch.Tensor:
-    """Euler (or Heun) integration of ``dx/dsigma = v(x, sigma)`` over the decreasing ``sigmas``."""
-    steps = range(len(sigmas) - 1)
-    for i in progress(steps, desc=desc, total=len(steps)) if progress else steps:
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        v = velocity(x, torch.full((x.shape[0],), s, device=x.device)).float()
-        x_next = x + (s_next - s) * v
-        if method == "heun" and s_next > 0:
-            v2 = velocity(x_next, torch.full((x.shape[0],), s_next, device=x.device)).float()
-            x_next = x + (s_next - s) * 0.5 * (v + v2)
-        x = x_next
-    return x
-
-
-def _param(module: Any) -> torch.Tensor:
-    p = next(module.parameters(), None)
-    if p is None:
-        raise AiprodError(f"{type(module).__name__}: a component without parameters cannot place its inputs")
-    return p
-
-
-@torch.no_grad()
-def sample_latents(denoiser: Any, text: torch.Tensor, mask: torch.Tensor, latent_shape: tuple[int, ...], *,
-                   steps: int, guidance_scale: float, seed: int, method: str = "euler",
-                   neg_text: torch.Tensor | None = None, neg_mask: torch.Tensor | None = None,
-                   progress: Callable | None = None) -> torch.Tensor:
-    """Normalised latents ``[B, *latent_shape]`` from CPU noise seeded by ``seed``."""
-    if USE_PACKAGE_SAMPLERS:
-        try:
-            from aiprod_shdt.diffusion import sample
-        except ImportError:
-            pass
-        else:
-            return sample(denoiser, text, mask, tuple(latent_shape), steps=steps, guidance_scale=guidance_scale,
-                          neg_text=neg_text, neg_text_mask=neg_mask, seed=seed, progress=progress is not None,
-                          method=method)
-    p = _param(denoiser)
-    device, dtype = p.device, p.dtype
-    b = text.shape[0]
-    noise = torch.randn((b, *latent_shape), generator=torch.Generator().manual_seed(seed)).to(device)
-    text, mask = text.to(device, dtype), mask.to(device).bool()
-    cfg_on = guidance_scale != 1.0
-    if cfg_on:  # conditional and unconditional in one batch; text padded to a common length
-        if neg_text is None:
-            neg_text, neg_mask = torch.zeros_like(text), torch.zeros_like(mask)
-        else:
-            neg_text = neg_text.to(device, dtype).expand(b, -1, -1)
-            neg_mask = neg_mask.to(device).bool().expand(b, -1)
-        length = max(text.shape[1], neg_text.shape[1])
-
-        def pad(t: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            extra = length - t.shape[1]
-            return (torch.nn.functional.pad(t, (0, 0, 0, extra)), torch.nn.functional.pad(m, (0, extra), value=False))
-
-        (text, mask), (neg_text, neg_mask) = pad(text, mask), pad(neg_text, neg_mask)
-        text_all, mask_all = torch.cat([text, neg_text]), torch.cat([mask, neg_mask])
-
-    def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        if not cfg_on:
-            return denoiser(x.to(dtype), sigma.to(dtype), text, mask)
-        v = denoiser(torch.cat([x, x]).to(dtype), torch.cat([sigma, sigma]).to(dtype), text_all, mask_all).float()
-        v_c, v_u = v.chunk(2)
-        return v_u + guidance_scale * (v_c - v_u)
-
-    num_tokens = latent_shape[1] * (latent_shape[2] // denoiser.patch_size) * (latent_shape[3] // denoiser.patch_size)
-    return integrate(velocity, noise.float(), shifted_sigmas(steps, num_tokens), method, progress)
-
-
-@torch.no_grad()
-def refine_two_stage(denoiser: Any, upsampler: Any, low: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, *,
-                     sigma: float, steps: int, seed: int, guidance_scale: float = 1.0,
-                     neg_text: torch.Tensor | None = None, neg_mask: torch.Tensor | None = None,
-                     progress: Callable | None = None) -> torch.Tensor:
-    """x2 upsample, re-noise to ``sigma`` (``(1 - s) u + s noise``, noise from ``seed``), Euler back to 0."""
-    if guidance_scale != 1.0 and neg_text is None:
-        neg_text, neg_mask = torch.zeros_like(text), torch.zeros_like(mask, dtype=torch.bool)
-    generator = torch.Generator().manual_seed(seed)
-    if USE_PACKAGE_SAMPLERS:
-        try:
-            from aiprod_upsampler.two_stage import two_stage_refine
-        except ImportError:
-            pass
-        else:
-            return two_stage_refine(denoiser, upsampler, low, text, mask, sigma=sigma, steps=steps, generator=generator,
-                                    negative_text=neg_text, negative_mask=neg_mask, cfg_scale=guidance_scale,
-                                    progress=progress)
-    p = _param(denoiser)
-    x = upsampler(low.to(_param(upsampler).dtype)).float()
-    noise = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device)
-    x = (1.0 - sigma) * x + sigma * noise
-    text, mask = text.to(x.device, p.dtype), mask.to(x.device).bool()
-    if neg_text is not None:
-        neg_text, neg_mask = neg_text.to(x.device, p.dtype), neg_mask.to(x.device).bool()
-
-    def velocity(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        x, s = x.to(p.dtype), s.to(p.dtype)
-        v = denoiser(x, s, text, mask).float()
-        if guidance_scale != 1.0:
-            v_neg = denoiser(x, s, neg_text, neg_mask).float()
-            v = v_neg + guidance_scale * (v - v_neg)
-        return v
-
-    return integrate(velocity, x, torch.linspace(sigma, 0.0, steps + 1), "euler", progress, desc="refine")
+def _two_stage(two_stage: TwoStage | None) -> dict[str, Any] | None:
+    return None if two_stage is None else {"sigma": two_stage.sigma, "steps": two_stage.steps}
 
 
 @torch.no_grad()
 def generate(models: Models, prompt: str, *, negative_prompt: str = "", width: int, height: int, frames: int,
              steps: int, guidance_scale: float, seed: int, method: str = "euler", two_stage: TwoStage | None = None,
              progress: Callable | None = None) -> torch.Tensor:
-    """One clip ``[3, frames, height, width]`` float32 in [-1, 1] on the CPU."""
-    enc, dn, vae = models.text_encoder, models.denoiser, models.autoencoder
-    text, mask = enc.encode([prompt])
-    neg_text = neg_mask = None
-    if guidance_scale != 1.0 and negative_prompt:
-        neg_text, neg_mask = enc.encode([negative_prompt])
-    factor = vae.spatial_compression * (2 if two_stage is not None else 1)
-    shape = (vae.latent_channels, 1 + (frames - 1) // vae.temporal_compression, height // factor, width // factor)
-    latents = sample_latents(dn, text, mask, shape, steps=steps, guidance_scale=guidance_scale, seed=seed,
-                             method=method, neg_text=neg_text, neg_mask=neg_mask, progress=progress)
-    if two_stage is not None:
-        latents = refine_two_stage(dn, models.upsampler, latents.to(_param(dn).dtype), text, mask,
-                                   sigma=two_stage.sigma, steps=two_stage.steps, seed=seed + 1,
-                                   guidance_scale=guidance_scale, neg_text=neg_text, neg_mask=neg_mask,
-                                   progress=progress)
-    video = vae.decode(latents.to(_param(vae).device, _param(vae).dtype))
-    if tuple(video.shape[-3:]) != (frames, height, width):
-        raise AiprodError(f"the autoencoder decoded {tuple(video.shape[-3:])} (T, H, W), "
-                          f"expected {(frames, height, width)}")
-    return video[0].float().clamp(-1, 1).cpu()
+    """One clip ``[3, frames, height, width]`` float32 in [-1, 1] on the CPU (``aiprod eval`` uses it)."""
+    pipe = build_pipeline(models)
+    return pipe.generate_videos([prompt], negative_prompt, num_frames=frames, height=height, width=width,
+                                num_inference_steps=steps, guidance_scale=guidance_scale, seed=seed, sampler=method,
+                                two_stage=_two_stage(two_stage), progress=progress is not None)[0]
+
+
+def read_prompts(cfg: TextToVideoConfig, ctx: RunContext) -> list[str]:
+    """``prompt``, or ``prompts`` as a list or a UTF-8 text file (one a line; blank lines and ``#`` skipped)."""
+    if cfg.prompt is not None:
+        return [cfg.prompt]
+    if isinstance(cfg.prompts, list):
+        prompts = [p.strip() for p in cfg.prompts]
+        src = f"{ctx.source}: prompts"
+    else:
+        path = ctx.resolve(cfg.prompts)
+        src = str(path)
+        try:
+            prompts = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
+                       if ln.strip() and not ln.lstrip().startswith("#")]
+        except (OSError, UnicodeDecodeError) as err:
+            raise AiprodError(f"{ctx.source}: prompts: cannot read {path} ({err})") from None
+    if not prompts or not all(prompts):
+        raise AiprodError(f"{src}: expected at least one non-empty prompt")
+    return prompts
+
+
+def output_paths(output: str, n: int) -> list[str]:
+    """``out/clip.mp4`` for one prompt; ``out/clip_000.mp4``, ``out/clip_001.mp4`` ... for several."""
+    if n == 1:
+        return [output]
+    from pathlib import Path
+
+    p = Path(output)
+    if str(output).endswith(("/", "\\")) or not p.suffix:  # folders of frames
+        return [str(p.parent / f"{p.name}_{i:03d}") for i in range(n)]
+    return [str(p.with_name(f"{p.stem}_{i:03d}{p.suffix}")) for i in range(n)]
 
 
 # -- the pipeline ------------------------------------------------------------------------------------
-def run(cfg: TextToVideoConfig, ctx: RunContext) -> str:
-    """Generate, narrate, reconcile lengths, write the mp4. Returns its path."""
-    from aiprod_pipelines.media import reconcile, video_to_frames, write_mp4
+def run(cfg: TextToVideoConfig, ctx: RunContext) -> str | list[str]:
+    """Generate, narrate, reconcile lengths, write each output. Returns its path (a list for ``prompts``)."""
+    from aiprod_pipelines.media import write_output
 
-    out = ctx.output_path(cfg.output)  # refuse an existing output before any weight is read
-    models = load_models(cfg, ctx)
-    progress = None if ctx.quiet else ctx.progress
-    video = generate(models, cfg.prompt, negative_prompt=cfg.negative_prompt, width=cfg.width, height=cfg.height,
-                     frames=cfg.frames, steps=cfg.steps, guidance_scale=cfg.guidance_scale, seed=ctx.seed,
-                     method=cfg.sampler, two_stage=cfg.two_stage, progress=progress)
-    frames = video_to_frames(video)
-    audio, sr = None, None
-    if models.speech is not None:
-        text = cfg.narration if cfg.narration is not None else cfg.prompt
-        wav = models.speech.synthesize(text, speed=cfg.speech_speed)
-        sr = int(models.speech.sample_rate)
-        frames, audio = reconcile(frames, wav, cfg.fps, sr, cfg.sync)
-    info = {"prompt": cfg.prompt, "seed": ctx.seed, "steps": cfg.steps, "guidance_scale": cfg.guidance_scale,
-            "sampler": cfg.sampler, "two_stage": cfg.two_stage is not None, "sync": cfg.sync,
-            "generated_frames": cfg.frames, "written_frames": int(frames.shape[0])}
-    write_mp4(out, frames, cfg.fps, audio, sr, crf=cfg.crf, audio_bitrate=cfg.audio_bitrate, overwrite=True,
-              metadata={"comment": json.dumps(info)})
-    if not ctx.quiet:
-        seconds = frames.shape[0] / cfg.fps
-        narr = f", narration {len(audio) / sr:.2f} s ({cfg.sync})" if audio is not None else ", no audio"
-        print(f"text-to-video: {frames.shape[0]} frames {cfg.width}x{cfg.height} at {cfg.fps} fps "
-              f"({seconds:.2f} s){narr} -> {out}", file=sys.stderr)
-    return str(out)
+    prompts = read_prompts(cfg, ctx)
+    outs = [ctx.output_path(p) for p in output_paths(cfg.output, len(prompts))]  # refused before any weight
+    if cfg.image is not None and not ctx.resolve(cfg.image).is_file():
+        raise AiprodError(f"{ctx.source}: image: {ctx.resolve(cfg.image)} not found")
+    pipe = build_pipeline(load_models(cfg, ctx), cfg, ctx)
+    progress = not ctx.quiet
+    narration = cfg.narration if len(prompts) == 1 else None
+    on_step = getattr(ctx, "on_step", None)  # aiprod serve reports progress through it
+    written = []
+    for b0 in range(0, len(prompts), cfg.batch_size):
+        batch = prompts[b0:b0 + cfg.batch_size]
+        result = pipe(batch, cfg.negative_prompt, num_frames=cfg.frames, height=cfg.height, width=cfg.width,
+                      num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale, seed=ctx.seed + b0,
+                      sampler=cfg.sampler, batch_size=cfg.batch_size, two_stage=_two_stage(cfg.two_stage),
+                      image=None if cfg.image is None else ctx.resolve(cfg.image), narration=narration,
+                      speech_speed=cfg.speech_speed, fps=cfg.fps, progress=progress,
+                      callback_on_step_end=on_step)
+        for i, prompt in enumerate(batch):
+            out = outs[b0 + i]
+            frames, audio, sr = result.frames[i], result.audio[i], result.sample_rate
+            n_frames = frames.shape[0] if audio is None else max(
+                frames.shape[0], -(-len(audio) * cfg.fps // sr) if cfg.sync == "longest" else frames.shape[0])
+            info = {"prompt": prompt, "seed": ctx.seed + b0 + i, "steps": cfg.steps,
+                    "guidance_scale": cfg.guidance_scale, "sampler": cfg.sampler, "two_stage": cfg.two_stage is not None,
+                    "sync": cfg.sync, "generated_frames": cfg.frames, "written_frames": int(n_frames)}
+            write_output(out, frames, cfg.fps, audio, sr, sync=cfg.sync, overwrite=True, crf=cfg.crf,
+                         audio_bitrate=cfg.audio_bitrate, metadata={"comment": json.dumps(info)})
+            written.append(str(out))
+            if not ctx.quiet:
+                narr = f", narration {len(audio) / sr:.2f} s ({cfg.sync})" if audio is not None else ", no audio"
+                print(f"text-to-video: {n_frames} frames {cfg.width}x{cfg.height} at {cfg.fps} fps "
+                      f"({n_frames / cfg.fps:.2f} s){narr} -> {out}", file=sys.stderr)
+    return written[0] if len(written) == 1 else written

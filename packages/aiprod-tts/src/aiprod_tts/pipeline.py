@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import model_validator
+
 from aiprod_core.config import StrictModel
 from aiprod_core.errors import AiprodError
 from aiprod_core.pipeline import ComponentRef
@@ -44,6 +46,16 @@ class TTSPipelineConfig(StrictModel):
     output: str  # .wav / .flac / .ogg
     controls: Controls = Controls()
 
+    @model_validator(mode="after")
+    def _one_text(self) -> TTSPipelineConfig:
+        if (self.text is None) == (self.text_file is None):
+            raise ValueError("give exactly one of 'text' or 'text_file'")
+        if self.text is not None and not any(ch.isalnum() for ch in self.text):
+            raise ValueError("'text' has nothing to speak (no letter or digit)")
+        if Path(self.output).suffix.lower() not in _FORMATS:
+            raise ValueError(f"'output' must end in {', '.join(_FORMATS)} (got {Path(self.output).suffix!r})")
+        return self
+
 
 def speak(synth, text: str, controls: Controls):
     return synth.synthesize(text, **controls.model_dump(exclude={"speaker"} if controls.speaker is None else set()))
@@ -52,7 +64,15 @@ def speak(synth, text: str, controls: Controls):
 def run_pipeline(config: TTSPipelineConfig, ctx) -> Path:
     if (config.text is None) == (config.text_file is None):
         raise AiprodError(f"{ctx.source}: give exactly one of 'text' or 'text_file'")
-    text = config.text if config.text is not None else ctx.resolve(config.text_file).read_text(encoding="utf-8")
+    if config.text is not None:
+        text = config.text
+    else:
+        try:
+            text = ctx.resolve(config.text_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise AiprodError(f"{ctx.source}: text_file: cannot read {config.text_file} as UTF-8 text ({err})") from None
+        if not any(ch.isalnum() for ch in text):
+            raise AiprodError(f"{ctx.source}: text_file: {config.text_file} has nothing to speak (no letter or digit)")
     out = ctx.output_path(config.output)
     synth = config.synthesizer.load(ctx)
     wav = speak(synth, text, config.controls)
