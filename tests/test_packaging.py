@@ -139,3 +139,20 @@ def test_readme_quantize_command_works_without_optional_extras(tmp_path, monkeyp
     err = relative_l2(got, ref)
     print(f"weights/tiny/shdt FP8 (torch-fp8) vs full precision: sample relative L2 {err:.4f}")
     assert err <= 0.1
+
+
+def test_readme_links_stay_inside_the_repository():
+    """Relative links and the paths the READMEs name as links resolve to files of this repository
+    (the model card was linked as ../shared/MODEL_CARD.md, outside it)."""
+    readmes = [ROOT / "README.md", *sorted(ROOT.glob("packages/*/README.md"))]
+    bad = []
+    for readme in readmes:
+        text = readme.read_text()
+        for target in re.findall(r"\]\(([^)#\s]+)\)", text) + re.findall(r"`(\.\./[^`\s]+)`", text):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path = (readme.parent / target).resolve()
+            if not path.is_relative_to(ROOT) or not path.exists():
+                bad.append(f"{readme.relative_to(ROOT)}: {target}")
+    assert not bad, "links outside the repository or to missing files: " + ", ".join(bad)
+    assert (ROOT / "docs" / "MODEL_CARD.md").is_file()
