@@ -197,10 +197,38 @@ class DummyCodec(PretrainedMixin, nn.Module):
         return wav
 
 
+class SamplerCfg(StrictModel):
+    pass
+
+
+class DummyEuler:
+    """kind ``sampler``: plain Euler over a linear schedule (the real ones come with aiprod-shdt, which the
+    ``nox -s package`` run of this package alone does not install)."""
+
+    name, progress = "euler", False
+
+    def sigmas(self, steps, num_tokens):
+        return torch.linspace(1.0, 0.0, steps + 1)
+
+    def sample(self, velocity_fn, noise, sigmas, callback=None, on_step=None):
+        x = noise.float()
+        for i in range(len(sigmas) - 1):
+            s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+            if callback is not None:
+                x = callback(x, s)
+            x = x + (s_next - s) * velocity_fn(x, torch.full((x.shape[0],), s)).float()
+            if on_step is not None:
+                out = on_step(i, s_next, x)
+                x = out if isinstance(out, torch.Tensor) else x
+        return x if callback is None else callback(x, 0.0)
+
+
 def specs() -> list[ComponentSpec]:
     return [ComponentSpec(kind=c.component_kind, name=c.component_name, factory=c, config_model=c.config_class,
                           presets={"tiny": {}}) for c in
-            (DummyTextEncoder, DummyDenoiser, DummyAutoencoder, DummyUpsampler, DummySpeech, DummyCodec)]
+            (DummyTextEncoder, DummyDenoiser, DummyAutoencoder, DummyUpsampler, DummySpeech, DummyCodec)] + [
+        ComponentSpec(kind="sampler", name="euler", factory=DummyEuler, config_model=SamplerCfg,
+                      presets={"default": {}})]
 
 
 @hookimpl

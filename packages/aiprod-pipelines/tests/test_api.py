@@ -1,0 +1,190 @@
+"""Pipeline objects: from_pretrained("weights/tiny"), save/load, sampling through the sampler components,
+batches, callbacks, offload, VAE tiling, first-frame conditioning."""
+
+from __future__ import annotations
+
+import json
+
+import dummies
+import numpy as np
+import pytest
+import torch
+
+import aiprod_core.registry as registry_mod
+from aiprod_core.errors import AiprodError, VerificationError
+from aiprod_pipelines import TextToSpeechPipeline, TextToVideoPipeline
+
+PROMPT = "a red circle moving left over a photo of a cat"
+
+
+# -- dummy components: exact, fast, always available ---------------------------------------------------------
+@pytest.fixture
+def reg(monkeypatch):
+    reg = dummies.make_registry()
+    monkeypatch.setattr(registry_mod, "_REGISTRY", reg)
+    return reg
+
+
+@pytest.fixture
+def dummy_pipe(reg):
+    return TextToVideoPipeline(text_encoder=dummies.DummyTextEncoder(), denoiser=dummies.DummyDenoiser(),
+                               autoencoder=dummies.DummyAutoencoder(), speech=dummies.DummySpeech(),
+                               defaults={"num_frames": 9, "height": 32, "width": 32, "num_inference_steps": 4})
+
+
+def test_call_returns_frames_and_audio(dummy_pipe):
+    out = dummy_pipe("a green square", guidance_scale=1.0, progress=False)
+    assert out.frames[0].shape == (9, 32, 32, 3) and out.frames[0].dtype == np.uint8
+    assert out.sample_rate == 24000 and len(out.audio[0]) == round(len("a green square") * 0.05 * 24000)
+    green = np.asarray(dummies.PALETTE["green"], float)
+    assert np.abs(out.frames[0].reshape(-1, 3).mean(0) - green).max() < 8
+
+
+def test_save_and_load_a_pipeline_folder(dummy_pipe, tmp_path):
+    folder = dummy_pipe.save_pretrained(tmp_path / "pipe")
+    spec = json.loads((folder / "pipeline.json").read_text())
+    assert spec["pipeline"] == "text-to-video" and set(spec["components"]) == {"text_encoder", "denoiser",
+                                                                               "autoencoder", "speech"}
+    again = TextToVideoPipeline.from_pretrained(folder)
+    a = dummy_pipe("a blue circle", seed=3, progress=False)
+    b = again("a blue circle", seed=3, progress=False)
+    assert np.array_equal(a.frames[0], b.frames[0]) and again.defaults["num_frames"] == 9
+    tts = TextToSpeechPipeline.from_pretrained(folder)  # the same folder, its speech component only
+    assert np.array_equal(tts("hello").audio[0], dummy_pipe.narrate(["hello"])[0][0])
+    # pipeline.json is verified like any weights file
+    (folder / "pipeline.json").write_text(json.dumps({**spec, "defaults": {"num_frames": 5}}))
+    with pytest.raises(VerificationError, match="pipeline.json"):
+        TextToVideoPipeline.from_pretrained(folder)
+
+
+def test_batches_equal_single_prompts_and_callbacks_see_every_step(dummy_pipe):
+    prompts = ["a red circle", "a blue square", "a yellow triangle"]
+    steps = []
+    out = dummy_pipe(prompts, seed=5, batch_size=2, guidance_scale=2.0, progress=False,
+                     callback_on_step_end=lambda pipe, i, s, kw: steps.append(i))
+    assert len(out.frames) == 3 and out.seeds == [5, 6, 7]
+    assert steps == [0, 1, 2, 3] * 2  # two batches of four steps
+    alone = dummy_pipe(prompts[2], seed=7, guidance_scale=2.0, progress=False)
+    assert np.abs(out.frames[2].astype(int) - alone.frames[0]).max() <= 1
+
+
+def test_callback_may_replace_the_latents(dummy_pipe):
+    def zero(pipe, i, s, kw):
+        return {"latents": torch.zeros_like(kw["latents"])}
+
+    out = dummy_pipe("a red circle", guidance_scale=1.0, progress=False, callback_on_step_end=zero)
+    assert np.abs(out.frames[0].astype(int) - 128).max() <= 1  # latent 0 decodes to mid grey
+
+
+def test_bad_sizes_and_sampler_are_one_line_errors(dummy_pipe):
+    with pytest.raises(AiprodError, match="width: 40 is not a multiple of 16"):
+        dummy_pipe("a red circle", width=40, progress=False)
+    with pytest.raises(AiprodError, match="num_frames: 8 is not 1 \\+ 4k"):
+        dummy_pipe("a red circle", num_frames=8, progress=False)
+    with pytest.raises(AiprodError, match="unknown sampler component 'nope'|unknown sampler"):
+        dummy_pipe("a red circle", sampler="nope", progress=False)
+
+
+def test_model_offload_moves_each_component_only_while_it_runs(dummy_pipe, monkeypatch):
+    moves = []
+    for key, module in dummy_pipe.components.items():
+        if module is not None:
+            orig = module.to
+            monkeypatch.setattr(module, "to", lambda *a, _k=key, _o=orig, **kw: (moves.append((_k, str(a[0]))), _o(*a, **kw))[1])
+    ref = dummy_pipe("a red circle", seed=1, progress=False)
+    moves.clear()
+    dummy_pipe.enable_model_cpu_offload("cpu")
+    out = dummy_pipe("a red circle", seed=1, progress=False)
+    assert np.array_equal(out.frames[0], ref.frames[0])
+    for key in ("text_encoder", "denoiser", "autoencoder", "speech"):  # to the device, then back, for each use
+        mine = [d for k, d in moves if k == key]
+        assert mine[-2:] == ["cpu", "cpu"] and len(mine) >= 3
+    dummy_pipe.enable_sequential_cpu_offload("cpu")
+    assert dummy_pipe._hooks and np.array_equal(dummy_pipe("a red circle", seed=1, progress=False).frames[0],
+                                                ref.frames[0])
+    dummy_pipe.disable_offload()
+    assert not dummy_pipe._hooks
+
+
+def test_first_frame_conditioning_keeps_the_image(dummy_pipe, tmp_path):
+    from PIL import Image
+
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[:, :16] = (250, 250, 250)
+    Image.fromarray(img).save(tmp_path / "first.png")
+    out = dummy_pipe("a red circle", image=tmp_path / "first.png", guidance_scale=1.0, progress=False)
+    first, later = out.frames[0][0].astype(int), out.frames[0][-1].astype(int)
+    assert np.abs(first - img).mean() < 3  # the dummy autoencoder codes 8x8 means: the halves survive exactly
+    red = np.asarray(dummies.PALETTE["red"], float)
+    assert np.abs(later.reshape(-1, 3).mean(0) - red).max() < 8  # the rest still follows the prompt
+
+
+# -- the demo weights -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny(request):
+    reg = registry_mod.get_registry()
+    needed = {("text-encoder", "gemma3-lora"), ("video-denoiser", "shdt"), ("video-autoencoder", "hwvae"),
+              ("sampler", "euler")}
+    if not needed <= set(reg.components):
+        pytest.skip("component packages not installed")
+    from conftest import REPO
+
+    over = {} if ("speech-synthesizer", "fastspeech2-hifigan") in reg.components else {"speech": None}
+    return TextToVideoPipeline.from_pretrained(REPO / "weights" / "tiny", **over)
+
+
+def test_from_pretrained_weights_tiny(tiny, tmp_path):
+    out = tiny(PROMPT, num_inference_steps=4, seed=0, progress=False)
+    assert out.frames[0].shape == (17, 64, 64, 3) and out.fps == 8 and out.frames[0].std() > 5
+    if tiny.speech is not None:
+        assert out.sample_rate == 24000 and len(out.audio[0]) > 2400
+    from aiprod_pipelines.media import read_mp4
+
+    clip = read_mp4(out.save(tmp_path / "clip.mp4"))
+    assert clip.frames.shape[1:] == (64, 64, 3)
+
+
+def test_pipeline_samples_like_aiprod_shdt(tiny):
+    """One integrator: the pipeline's latents are aiprod_shdt.diffusion.sample's, for every sampler."""
+    from aiprod_shdt.diffusion import sample
+
+    text, mask = tiny.text_encoder.encode([PROMPT])
+    for name in ("euler", "heun", "dpm++2m"):
+        seen = {}
+
+        def grab(pipe, i, s, kw, seen=seen):
+            seen["x"] = kw["latents"]
+
+        tiny.generate_videos([PROMPT], num_inference_steps=3, seed=4, sampler=name, progress=False,
+                             callback_on_step_end=grab)
+        ref = sample(tiny.denoiser, text, mask, (32, 5, 8, 8), steps=3, guidance_scale=4.0, seed=4, progress=False,
+                     method=name)
+        assert torch.allclose(seen["x"], ref, atol=1e-5), name
+
+
+def test_vae_tiling_and_chunking(tiny):
+    ref = tiny.generate_videos([PROMPT], num_inference_steps=2, seed=1, progress=False)[0]
+    tiny.enable_vae_tiling(tile=6, overlap=2, chunk=2)
+    try:
+        tiled = tiny.generate_videos([PROMPT], num_inference_steps=2, seed=1, progress=False)[0]
+    finally:
+        tiny.disable_vae_tiling()
+    err = (tiled - ref).abs().mean().item()
+    assert 0 < err < 0.05, err  # a cross-faded approximation, close to the untiled decode
+
+
+def test_image_to_video_keeps_the_first_frame_with_demo_weights(tiny, tmp_path):
+    """The demo SHDT was not trained with first-frame conditioning; keeping the encoded image as the clean
+    first latent frame still makes the first decoded frame the image (up to the autoencoder)."""
+    from PIL import Image
+
+    from aiprod_pipelines.corpus import render_clip
+
+    # a frame the prompt does not describe: a green triangle over another photo
+    img = render_clip("green", "triangle", "up", "astronaut", size=64, frames=1, rng=np.random.default_rng(0))[0]
+    Image.fromarray(img).save(tmp_path / "first.png")
+    kw = dict(num_inference_steps=4, seed=2, progress=False)
+    with_img = tiny(PROMPT, image=tmp_path / "first.png", **kw).frames[0].astype(float)
+    without = tiny(PROMPT, **kw).frames[0].astype(float)
+    err_with, err_without = np.abs(with_img[0] - img).mean(), np.abs(without[0] - img).mean()
+    assert err_with < 0.5 * err_without, (err_with, err_without)
