@@ -183,3 +183,150 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
     assert stat.S_IMODE((folder / "model.safetensors").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "note.txt").stat().st_mode) == 0o644
+
+
+# -- issue 19: tampering that the stamp cache, links, indexes or the two manifests must not let through -------
+def _tamper_keeping_size_and_mtime(path):
+    import os
+
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x10
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+
+
+def test_in_place_edit_with_size_and_mtime_restored_is_caught(saved):
+    _, folder = saved
+    store.verify(folder)  # stamped
+    _tamper_keeping_size_and_mtime(folder / "model.safetensors")
+    with pytest.raises(VerificationError, match="sha256"):
+        store.verify(folder)  # no --force needed: ctime is in the stamp
+
+
+def test_recreated_file_on_a_reused_inode_is_caught(saved, monkeypatch):
+    """A new file on a freed inode with the old size and mtime still has a new ctime: simulate the inode
+    reuse by keying the stamp on (size, mtime, ctime) only, as if every inode were the same."""
+    import os
+
+    _, folder = saved
+    real = store._stamp
+    monkeypatch.setattr(store, "_stamp", lambda p: real(p).split("|", 1)[1])
+    store.verify(folder, force=True)
+    f = folder / "model.safetensors"
+    st = f.stat()
+    data = bytearray(f.read_bytes())
+    data[-5] ^= 0x10
+    f.unlink()
+    f.write_bytes(bytes(data))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(VerificationError, match="sha256"):
+        store.verify(folder)
+
+
+def test_an_edited_stamp_file_is_not_trusted(saved):
+    _, folder = saved
+    good = json.loads((folder / "MANIFEST.json").read_text())["files"]
+    expected = next(e["sha256"] for e in good if e["path"] == "model.safetensors")
+    _tamper_keeping_size_and_mtime(folder / "model.safetensors")
+    cache_file = store._cache_file()
+    cache = json.loads(cache_file.read_text())
+    assert cache["format"] == "aiprod-stamps/2"
+    stamp = store._stamp(folder / "model.safetensors")
+    # the forger writes the tampered file's new stamp with the digest the manifest expects
+    cache["entries"][stamp] = [expected, "0" * 64]
+    cache_file.write_text(json.dumps(cache))
+    with pytest.raises(VerificationError, match="sha256"):
+        store.verify(folder)
+    # a stamp file of the old, unsigned format is ignored the same way
+    cache_file.write_text(json.dumps({stamp: expected}))
+    with pytest.raises(VerificationError, match="sha256"):
+        store.verify(folder)
+
+
+def test_symlink_to_a_sibling_components_file_is_refused(tmp_path):
+    root = tmp_path / "store"
+    Toy(dim=8).save_pretrained(root / "a", manifest=False)
+    Toy(dim=8).save_pretrained(root / "b", manifest=False)
+    store.write_manifest(root)
+    (root / "b" / "model.safetensors").unlink()
+    (root / "b" / "model.safetensors").symlink_to(root / "a" / "model.safetensors")
+    with pytest.raises(VerificationError, match="symbolic link"):
+        store.verify(root / "b", force=True)
+    with pytest.raises(VerificationError, match="symbolic link"):
+        store.verify(root, force=True)
+    (root / "b" / "model.safetensors").unlink()
+    shutil.rmtree(root / "b")
+    (root / "b").symlink_to(root / "a", target_is_directory=True)  # the whole folder linked
+    with pytest.raises(VerificationError, match="symbolic link"):
+        store.verify(root / "b", force=True)
+    with pytest.raises(VerificationError, match="symbolic link"):
+        store.write_manifest(root)
+
+
+def test_shard_index_naming_a_file_outside_its_folder_is_refused(tmp_path, monkeypatch):
+    folder = tmp_path / "sharded"
+    Toy(dim=32, depth=4).save_pretrained(folder, max_shard_size=5000)
+    index = json.loads((folder / weights.INDEX).read_text())
+    outside = tmp_path / "evil.safetensors"
+    shutil.copy(folder / sorted(set(index["weight_map"].values()))[0], outside)
+    first = next(iter(index["weight_map"]))
+    index["weight_map"][first] = "../evil.safetensors"
+    (folder / weights.INDEX).write_text(json.dumps(index))
+    store.write_manifest(folder)
+    _no_tensor_reads(monkeypatch)
+    with pytest.raises(VerificationError, match="weight_map names '../evil.safetensors'"):
+        Toy.from_pretrained(folder)
+    monkeypatch.undo()
+    with pytest.raises(weights.AiprodError, match="inside this folder"):
+        weights.load_state_dict(folder)  # unverified loading refuses it too
+
+
+def test_checksums_must_agree_with_the_manifest(saved):
+    _, folder = saved
+    sums = (folder / "CHECKSUMS.sha256").read_text()
+    lines = sums.splitlines()
+    bad = "0" * 64 + lines[0][64:]
+    (folder / "CHECKSUMS.sha256").write_text("\n".join([bad, *lines[1:]]) + "\n")
+    with pytest.raises(VerificationError, match="differs from MANIFEST.json"):
+        store.verify(folder)
+    (folder / "CHECKSUMS.sha256").write_text("\n".join(lines[1:]) + "\n")
+    with pytest.raises(VerificationError, match="does not list"):
+        store.verify(folder)
+    (folder / "CHECKSUMS.sha256").write_text(sums + "0" * 64 + "  extra.bin\n")
+    with pytest.raises(VerificationError, match="lists 'extra.bin'"):
+        store.verify(folder)
+    (folder / "CHECKSUMS.sha256").unlink()
+    with pytest.raises(VerificationError, match="missing beside MANIFEST.json"):
+        store.verify(folder)
+
+
+def test_hidden_files_are_not_exempt(saved):
+    _, folder = saved
+    (folder / ".hidden.safetensors").write_bytes(b"x")
+    with pytest.raises(VerificationError, match="not listed"):
+        store.verify(folder)
+    store.write_manifest(folder)  # listed now: verified like any other file
+    store.verify(folder)
+    (folder / ".hidden.safetensors").write_bytes(b"y")
+    with pytest.raises(VerificationError, match="sha256"):
+        store.verify(folder, force=True)
+
+
+def test_malformed_manifest_entries_are_one_line(saved):
+    _, folder = saved
+    manifest = json.loads((folder / "MANIFEST.json").read_text())
+    for patch, expect in (({"bytes": "12"}, "expected a size"), ({"sha256": "xyz"}, "64 lowercase hex"),
+                          ({"path": "./model.safetensors"}, "escapes")):
+        m = json.loads(json.dumps(manifest))
+        m["files"][0].update(patch)
+        (folder / "MANIFEST.json").write_text(json.dumps(m))
+        with pytest.raises(VerificationError, match=expect) as err:
+            store.verify(folder)
+        _one_line(err)
+    m = json.loads(json.dumps(manifest))
+    m["files"].append(dict(m["files"][0]))
+    (folder / "MANIFEST.json").write_text(json.dumps(m))
+    with pytest.raises(VerificationError, match="listed twice"):
+        store.verify(folder)
