@@ -125,8 +125,8 @@ class AudioCodecTask(TrainTask):
                 logits, _ = ctx.modules["disc"](torch.cat([wav, fake.detach()]))
             d_loss = discriminator_loss(*zip(*[lg.chunk(2) for lg in logits]))
             ctx.backward_step("disc", d_loss)
-            with ctx.autocast():
-                logits, feats = ctx.modules["disc"](torch.cat([wav, fake]))
+            with ctx.autocast():  # the discriminator inside the generator's loss: its gradients are discarded
+                logits, feats = ctx.raw["disc"](torch.cat([wav, fake]))
             fake_logits = [lg.chunk(2)[1] for lg in logits]
             real_feats = [[f.chunk(2)[0] for f in fs] for fs in feats]
             fake_feats = [[f.chunk(2)[1] for f in fs] for fs in feats]
@@ -139,7 +139,7 @@ class AudioCodecTask(TrainTask):
         return metrics
 
     def evaluate(self, ctx: StepContext) -> dict[str, float]:
-        return evaluate_codec(ctx.raw["codec"], self.eval_clips)
+        return evaluate_codec(ctx.modules["codec"], self.eval_clips)  # through DDP / FSDP2
 
 
 @torch.no_grad()

@@ -162,16 +162,16 @@ class HWVAETask(TrainTask):
                 loss = loss + cfg.spectral * s
                 metrics["spectral"] = s.item()
             adversarial = self.disc is not None and ctx.step >= self.cfg.disc.start_step
-            if adversarial:
-                ctx.raw["disc"].requires_grad_(False)
-                g = -ctx.modules["disc"](rec).float().mean()
-                ctx.raw["disc"].requires_grad_(True)
+            if adversarial:  # the discriminator inside the generator's loss: its gradients are discarded
+                g = -ctx.raw["disc"](rec).float().mean()
                 loss = loss + self.cfg.disc.weight * g
                 metrics["g_adv"] = g.item()
         metrics["grad_norm"] = ctx.backward_step("model", loss)
-        if adversarial:
+        if adversarial:  # real and (detached) fake in one forward: one DDP pass per backward
             with ctx.autocast():
-                d = hinge_d_loss(ctx.modules["disc"](video).float(), ctx.modules["disc"](rec.detach()).float())
+                logits = ctx.modules["disc"](torch.cat([video, rec.detach()])).float()
+            real, fake = logits.chunk(2)
+            d = hinge_d_loss(real, fake)
             ctx.backward_step("disc", d)
             metrics["d_loss"] = d.item()
         metrics["loss"] = loss.item()
@@ -184,7 +184,7 @@ class HWVAETask(TrainTask):
     def evaluate(self, ctx: StepContext) -> dict[str, float]:
         if self._eval_batch is None:
             self._eval_batch = self._fixed_clips(self.cfg.eval_clips, 1_000_003)
-        model = ctx.raw["model"]
+        model = ctx.modules["model"]  # through DDP / FSDP2 (sharded weights are gathered)
         video = self._eval_batch.to(ctx.device)
         rec = model.decode(model.encode(video))
         return {"psnr": psnr(rec, video)}
@@ -194,7 +194,7 @@ class HWVAETask(TrainTask):
         ctx.trainer.save_component("model", folder)  # EMA weights when enabled
         if ctx.rank != 0 or self.cfg.stats_clips == 0 or not self.cfg.train_encoder:
             return  # decoder-only: the latent statistics are the encoder's, unchanged
-        model = HWVAE.from_pretrained(folder, device=ctx.device)
+        model = HWVAE.from_pretrained(folder, device=ctx.device, dtype=torch.float32)
         with torch.no_grad():
             means = [model.encode_posterior(clip[None].to(ctx.device)).mean
                      for clip in self._fixed_clips(self.cfg.stats_clips, 2_000_003)]
@@ -202,7 +202,7 @@ class HWVAETask(TrainTask):
         shift, scale = mu.mean(1).tolist(), mu.std(1).clamp_min(1e-4).tolist()
         model.config = model.config.model_copy(update={"latent_shift": shift, "latent_scale": scale})
         model.latent_shift, model.latent_scale = shift, scale
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, dtype=ctx.trainer.export_dtype)
 
 
 def fit(cfg: HWVAETrainConfig, stop_after: int | None = None, model: HWVAE | None = None) -> dict[str, Any]:

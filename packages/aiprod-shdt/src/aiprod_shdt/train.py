@@ -24,7 +24,7 @@ from torch import nn
 
 from aiprod_core.config import StrictModel
 from aiprod_core.errors import ConfigError
-from aiprod_core.training import StepContext, TrainConfig, Trainer, TrainTask
+from aiprod_core.training import StepContext, TrainConfig, Trainer, TrainTask, shared_generator
 from aiprod_shdt.data import CachedClips, Stage, SyntheticClips, bucket_sizes, parse_ratio, stage_at
 from aiprod_shdt.diffusion import FlowConfig, flow_loss, token_shift, training_sigmas
 from aiprod_shdt.model import SHDT
@@ -82,7 +82,8 @@ class SHDTTrainConfig(StrictModel):
     data: DataSection = DataSection()
     flow: FlowConfig = FlowConfig()
     text_dropout: float = Field(0.1, ge=0, le=1, description="probability of training on the empty prompt (CFG)")
-    eval_clips: int = Field(4, ge=1, description="clips in the fixed evaluation batch (last stage, first bucket)")
+    eval_clips: int = Field(4, ge=1, description="clips in the fixed evaluation batch (the current stage's "
+                            "resolution and frames, its first bucket)")
     train: TrainConfig
 
     @model_validator(mode="after")
@@ -150,24 +151,25 @@ class SHDTTask(TrainTask):
         m = self.model
         if cfg.data.source == "synthetic":
             self.data = SyntheticClips(cfg.data.num_clips, m.in_channels, m.text_dim, cfg.data.text_tokens, cfg.data.seed)
-        else:
-            self.data = CachedClips(cfg.data.cache_dir)
+        else:  # epochs without replacement, disjoint across ranks, every rank on the step's bucket
+            self.data = CachedClips(cfg.data.cache_dir, cfg.curriculum, seed=cfg.data.seed,
+                                    grad_accum=cfg.train.grad_accum_steps)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model}
 
     def shard(self, name: str, module: nn.Module, fully_shard: Any) -> None:
-        kwargs = {}
-        if self.cfg.train.mixed_precision == "bf16":
-            from torch.distributed.fsdp import MixedPrecisionPolicy
-
-            # all-gather block weights in bf16 (half the traffic), reduce gradients in fp32
-            kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        shard_model(module, fully_shard, **kwargs)
+        # fully_shard carries the trainer's policy: bf16 all-gather (half the traffic), fp32 reduce-scatter
+        shard_model(module, fully_shard)
 
     def make_batch(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         _, stage = stage_at(self.cfg.curriculum, step)
-        batch = self.data.batch(stage, self.cfg.data.aspect_ratios, generator)
+        if isinstance(self.data, CachedClips):
+            batch = self.data.batch(stage, self.cfg.data.aspect_ratios, generator, step=step)
+        else:  # the bucket is drawn from (seed, step) alone: every rank trains the same token count
+            ratios = stage.aspect_ratios or self.cfg.data.aspect_ratios
+            pick = int(torch.randint(len(ratios), (1,), generator=shared_generator(self.cfg.train.seed, step)))
+            batch = self.data.batch(stage.model_copy(update={"aspect_ratios": [ratios[pick]]}), ratios, generator)
         return self._noised(batch, generator)
 
     def _noised(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -189,12 +191,13 @@ class SHDTTask(TrainTask):
         return {"loss": loss.item(), "grad_norm": grad_norm, "stage": float(stage),
                 "shift": token_shift(self.model.num_tokens(batch["latents"].shape), self.cfg.flow)}
 
-    def eval_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
-        """A fixed batch (independent of the training draws): last stage, first bucket, the empty-prompt
-        rate off, and sigmas spread over (0, 1)."""
-        last = self.cfg.curriculum[-1]
-        first_bucket = (last.aspect_ratios or self.cfg.data.aspect_ratios)[:1]
-        stage = last.model_copy(update={"batch_size": self.cfg.eval_clips, "aspect_ratios": first_bucket})
+    def eval_batch(self, device: torch.device, step: int | None = None) -> dict[str, torch.Tensor]:
+        """A fixed batch (independent of the training draws) at the curriculum stage of ``step`` (None: the
+        last stage): its resolution and frames, its first bucket, the empty-prompt rate off, and sigmas
+        spread over (0, 1)."""
+        current = self.cfg.curriculum[-1] if step is None else stage_at(self.cfg.curriculum, step)[1]
+        first_bucket = (current.aspect_ratios or self.cfg.data.aspect_ratios)[:1]
+        stage = current.model_copy(update={"batch_size": self.cfg.eval_clips, "aspect_ratios": first_bucket})
         g = torch.Generator().manual_seed(self.cfg.data.seed + 987_654_321)
         batch = self.data.batch(stage, first_bucket, g)
         batch["noise"] = torch.randn(batch["latents"].shape, generator=g)
@@ -203,7 +206,7 @@ class SHDTTask(TrainTask):
         return {k: v.to(device) for k, v in batch.items()}
 
     def evaluate(self, ctx: StepContext) -> dict[str, float]:
-        b = self.eval_batch(ctx.device)
+        b = self.eval_batch(ctx.device, min(ctx.step, self.cfg.train.max_steps - 1))
         with ctx.autocast():
             loss = flow_loss(ctx.modules["model"], b["latents"], b["text"], b["text_mask"], b["noise"], b["sigma"])
         return {"loss": float(loss)}
@@ -213,20 +216,18 @@ class SHDTTask(TrainTask):
             ctx.trainer.save_component("model", out_dir / "model")
             return
         from safetensors.torch import save_file
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         module = ctx.raw["model"]
-        full = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if "model" in ctx.trainer.emas:
-            full.update(ctx.trainer.emas["model"].state_dict())
+        full = ctx.trainer.full_state("model")  # EMA weights when enabled
         if ctx.rank == 0:
             merged, adapters = merge_lora(full, self.cfg.lora.alpha / self.cfg.lora.rank)
             with torch.device("meta"):
                 fresh = SHDT.from_config(module.config)
             fresh.load_state_dict(merged, assign=True)
-            fresh.save_pretrained(out_dir / "model")
+            fresh.save_pretrained(out_dir / "model", dtype=ctx.trainer.export_dtype)
             (out_dir / "lora").mkdir(parents=True, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in adapters.items()}, str(out_dir / "lora" / "adapter_model.safetensors"))
+            save_file({k: v.to(ctx.trainer.export_dtype).contiguous() for k, v in adapters.items()},
+                      str(out_dir / "lora" / "adapter_model.safetensors"))
             (out_dir / "lora" / "adapter_config.json").write_text(json.dumps(
                 {"peft_type": "LORA", "r": self.cfg.lora.rank, "lora_alpha": self.cfg.lora.alpha,
                  "target_modules": self.cfg.lora.target_modules, "base_model": self.cfg.model.init_weights}, indent=2))

@@ -32,7 +32,9 @@ class ModelSection(StrictModel):
 
     preset: str | None = "tiny"
     config: dict = {}  # overrides of the preset (top-level sections replace the preset's)
-    init_from: str | None = None  # component folder (e.g. the acoustic stage's final/tts) — wins over preset
+    # component folder (e.g. the acoustic stage's final/tts) — wins over preset; of `config`, only a
+    # `frontend` section applies to it (its keys update the folder's: e.g. another G2P, same inventory)
+    init_from: str | None = None
 
 
 class DataSection(StrictModel):
@@ -82,9 +84,11 @@ class TTSTrainConfig(StrictModel):
 def build_model(cfg: TTSTrainConfig, stats: dict[str, float] | None) -> FastSpeech2HiFiGAN:
     if cfg.model.init_from:
         model = FastSpeech2HiFiGAN.from_pretrained(cfg.model.init_from)
-        if stats and cfg.stage == "acoustic":  # new corpus statistics, same weights
+        front = cfg.model.config.get("frontend") or {}
+        if (stats and cfg.stage == "acoustic") or front:  # new corpus statistics / frontend, same weights
             conf = model.config.model_dump()
-            conf["audio"].update(stats)
+            conf["audio"].update(stats if stats and cfg.stage == "acoustic" else {})
+            conf["frontend"].update(front)
             state = model.state_dict()
             model = FastSpeech2HiFiGAN(**conf)
             model.load_state_dict(state)
@@ -105,7 +109,7 @@ class _CorpusTask(TrainTask):
         self.cfg = cfg
         loader = load_ljspeech if cfg.data.format == "ljspeech" else load_libritts
         utts = loader(cfg.data.root)[: cfg.data.max_utterances]
-        probe = build_model(cfg, None) if not cfg.model.init_from else FastSpeech2HiFiGAN.from_pretrained(cfg.model.init_from)
+        probe = build_model(cfg, None)  # the frontend that encodes the corpus (init_from: with `frontend` overrides)
         cache = Path(cfg.data.cache_dir or Path(cfg.train.output_dir) / "features")
         self.data = FeatureSet(utts, probe.frontend, probe.cfg.audio, cache,
                                Path(cfg.data.durations_dir) if cfg.data.durations_dir else None)
@@ -165,6 +169,9 @@ class AcousticTask(_CorpusTask):
 
 class VocoderTask(_CorpusTask):
     def __init__(self, cfg: TTSTrainConfig):
+        if cfg.vocoder.finetune_on_predicted and cfg.train.strategy == "fsdp2":
+            raise AiprodError("vocoder.finetune_on_predicted: the teacher-forced mels are made outside the "
+                              "sharded model; use train.strategy ddp")
         super().__init__(cfg)
         self.model.acoustic.requires_grad_(False)
 
@@ -202,13 +209,15 @@ class VocoderTask(_CorpusTask):
         audio = self.model.cfg.audio
         with ctx.autocast():
             fake = ctx.modules["tts"].vocoder(batch["mel"])
-            real_outs, _ = ctx.modules["disc"](batch["wav"])
-            fake_outs, _ = ctx.modules["disc"](fake.detach())
-            d_loss = discriminator_loss(real_outs, fake_outs)
+            # real and (detached) fake in one forward: one DDP pass per backward
+            outs, _ = ctx.modules["disc"](torch.cat([batch["wav"], fake.detach()]))
+            d_loss = discriminator_loss(*zip(*[o.chunk(2) for o in outs]))
         ctx.backward_step("disc", d_loss)
-        with ctx.autocast():
-            _, real_feats = ctx.modules["disc"](batch["wav"])
-            fake_outs, fake_feats = ctx.modules["disc"](fake)
+        with ctx.autocast():  # the discriminator inside the generator's loss: its gradients are discarded
+            outs, feats = ctx.raw["disc"](torch.cat([batch["wav"], fake]))
+            fake_outs = [o.chunk(2)[1] for o in outs]
+            real_feats = [[f.chunk(2)[0] for f in fs] for fs in feats]
+            fake_feats = [[f.chunk(2)[1] for f in fs] for fs in feats]
             mel_l1 = F.l1_loss(mel_spectrogram(fake[:, 0].float(), audio), mel_spectrogram(batch["wav"][:, 0], audio))
             adv, fm = generator_adv_loss(fake_outs), feature_matching_loss(real_feats, fake_feats)
             g_loss = adv + fm + self.cfg.vocoder.mel_weight * mel_l1
