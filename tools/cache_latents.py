@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Encode a captioned video corpus split into SHDT training clips (HW-VAE latents + caption embeddings).
+"""Encode prepared clips (captions.jsonl + mp4) into SHDT training shards: HW-VAE latents + caption embeddings.
 
-    python tools/cache_latents.py data/video_corpus/train runs/demo/shdt_cache \
-        --autoencoder weights/tiny/hwvae --text-encoder weights/tiny/text_encoder --size 64
+    torchrun --nproc-per-node 8 tools/cache_latents.py data/prepared runs/shdt_cache \
+        --autoencoder weights/tiny/hwvae --text-encoder weights/tiny/text_encoder --batch-size 8
 
+Same as `aiprod data cache`. Each rank encodes its share into its own WebDataset shards; a rerun resumes.
 See aiprod_pipelines.latent_cache for the layout.
 """
 

@@ -125,13 +125,15 @@ def test_prompt_field_is_the_caption_without_the_photo(corpus):
 
 
 def test_latent_cache_feeds_the_shdt_recipe(corpus, tmp_path):
-    """tools/cache_latents.py: one clip file per clip and size, readable by the shdt recipe's cached source."""
+    """tools/cache_latents.py: one shard sample per clip, size and text field, readable by the shdt recipe's
+    cached source."""
     pytest.importorskip("aiprod_hwvae")
     pytest.importorskip("aiprod_textenc")
+    pytest.importorskip("webdataset")
     shdt_data = pytest.importorskip("aiprod_shdt.data")
     import torch
-    from safetensors import safe_open
 
+    from aiprod_core.data.shards import ShardReader
     from aiprod_core.registry import get_registry
     from aiprod_pipelines.latent_cache import cache_corpus, resize_video
 
@@ -140,15 +142,15 @@ def test_latent_cache_feeds_the_shdt_recipe(corpus, tmp_path):
     vae = reg.component("video-autoencoder", "hwvae").build("tiny").save_pretrained(tmp_path / "vae")
     enc = reg.component("text-encoder", "gemma3-lora").build("tiny").save_pretrained(tmp_path / "enc")
     n = cache_corpus(corpus / "train", tmp_path / "cache", vae, enc, sizes=[32, 16],
-                     text_fields=["caption", "prompt"], progress=False)
+                     text_fields=["caption", "prompt"], progress=False, batch_size=4)
     assert n == 6 * 2 * 2
-    files = sorted((tmp_path / "cache" / "32").glob("*.safetensors"))
-    assert [f.name for f in files[:2]] == ["clip_00000.safetensors", "clip_00000_prompt.safetensors"]
-    with safe_open(str(files[0]), framework="pt") as f:
-        lat, text, mask = f.get_tensor("latents"), f.get_tensor("text"), f.get_tensor("text_mask")
+    reader = ShardReader(tmp_path / "cache")
+    keys = reader.index["key"].tolist()
+    assert keys[:2] == ["16-clip_00000", "16-clip_00000_prompt"] and "32-clip_00005_prompt" in keys
+    clip = reader[keys.index("32-clip_00000")]
+    lat, text, mask = clip["latents"], clip["text"], clip["text_mask"]
     assert lat.shape == (16, 2, 4, 4) and text.shape[-1] == 32 and mask.all() and len(mask) == len(text)
-    with safe_open(str(tmp_path / "cache" / "16" / "clip_00000.safetensors"), framework="pt") as f:
-        assert f.get_slice("latents").get_shape() == [16, 2, 2, 2]
+    assert reader[keys.index("16-clip_00000")]["latents"].shape == (16, 2, 2, 2)
     stage = shdt_data.Stage(resolution=32, frames=5, steps=1, batch_size=3)
     batch = shdt_data.CachedClips(tmp_path / "cache").batch(stage, ["1:1"], torch.Generator().manual_seed(0))
     assert batch["latents"].shape == (3, 16, 2, 4, 4)

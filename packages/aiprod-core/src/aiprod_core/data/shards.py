@@ -167,7 +167,7 @@ def finalize(out_dir: str | Path, meta: dict[str, Any] | None = None) -> Index:
     return idx
 
 
-def _is_url(location: str) -> bool:
+def is_url(location: str) -> bool:
     return bool(re.match(r"^[a-z][a-z0-9+]*:", location)) and not location.startswith("file:")
 
 
@@ -182,7 +182,7 @@ class ShardReader:
         self.location = str(location)
         if self.location.startswith("file:"):
             self.location = self.location[len("file:"):].removeprefix("//")
-        self.remote = _is_url(self.location)
+        self.remote = is_url(self.location)
         base = Path(os.environ.get("AIPROD_CACHE_DIR", Path.home() / ".cache" / "aiprod"))
         self.cache_dir = str(cache_dir or base / "shards")
         self._files: dict[str, Any] = {}
