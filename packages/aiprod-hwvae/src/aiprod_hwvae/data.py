@@ -7,8 +7,8 @@ Every random choice is drawn from the generator passed in (the trainer seeds it 
   with scikit-image (``skimage.data``): pans, zooms in and out, with real textures and
   edges; for tests, demos and smoke-training without any dataset.
 * :class:`Mp4FolderSource`: random clips of ``frames`` frames (every ``stride``-th frame)
-  from a folder of mp4 files decoded with PyAV, resized (shorter side to ``scale`` × the
-  crop) and randomly cropped.
+  from a folder of mp4 files (indexed once, decoded by seeking with PyAV), resized (shorter
+  side to ``scale`` × the crop) and randomly cropped.
 """
 
 from __future__ import annotations
@@ -95,7 +95,14 @@ class ProceduralSource:
 
 
 class Mp4FolderSource:
-    """Random clips from the ``*.mp4`` files of a folder (recursively), decoded with PyAV."""
+    """Random clips from the ``*.mp4`` files of a folder (recursively), decoded with PyAV.
+
+    The files' frame counts and rates come from the container headers once and are cached in
+    ``.hwvae.index.npz`` in the folder (rebuilt when a file changes), so start-up does not decode every
+    file on every rank; a clip is decoded from the key frame before its start (seeking), not from frame 0.
+    """
+
+    INDEX = ".hwvae.index.npz"
 
     def __init__(self, path: str | Path, frames: int, height: int, width: int, stride: int = 1,
                  scale: tuple[float, float] = (1.0, 1.25)):
@@ -106,39 +113,37 @@ class Mp4FolderSource:
         if not self.files:
             raise AiprodError(f"data.path: no .mp4 file under {self.root}")
         self.frames, self.height, self.width, self.stride, self.scale = frames, height, width, stride, scale
-        self._counts: dict[Path, int] = {}
+        self.index = self._index()
+        self._counts = {self.root / str(k): int(n) for k, n in zip(self.index["key"], self.index["frames"])}
+        self._fps = {self.root / str(k): float(r) for k, r in zip(self.index["key"], self.index["fps"])}
         need = (frames - 1) * stride + 1
-        self.usable = [f for f in self.files if self._count(f) >= need]
+        self.usable = [f for f in self.files if self._counts[f] >= need]
         if not self.usable:
             raise AiprodError(f"data.path: no .mp4 file under {self.root} has the {need} frames a clip needs")
 
-    def _count(self, path: Path) -> int:
-        if path not in self._counts:
-            import av
+    def _index(self):
+        from aiprod_core.data import Index, fingerprint_files
+        from aiprod_core.data.video import probe
 
-            try:
-                with av.open(str(path)) as box:
-                    stream = box.streams.video[0]
-                    n = stream.frames or sum(1 for _ in box.decode(stream))
-            except (av.FFmpegError, IndexError) as err:
-                raise AiprodError(f"{path}: cannot read video ({err})") from None
-            self._counts[path] = n
+        def build() -> Index:
+            rows = []
+            for f in self.files:
+                info = probe(f)
+                rows.append({"key": f.relative_to(self.root).as_posix(), "frames": info.frames, "fps": info.fps,
+                             "height": info.height, "width": info.width})
+            return Index.from_rows(rows, {"kind": "hwvae-mp4"})
+
+        return Index.cached(self.root / self.INDEX, fingerprint_files(self.files), build)
+
+    def _count(self, path: Path) -> int:
         return self._counts[path]
 
     def _decode(self, path: Path, start: int) -> torch.Tensor:
-        import av
+        from aiprod_core.data.video import read_window
 
-        wanted = set(range(start, start + (self.frames - 1) * self.stride + 1, self.stride))
-        out = []
-        with av.open(str(path)) as box:
-            for i, frame in enumerate(box.decode(box.streams.video[0])):
-                if i in wanted:
-                    out.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
-                if len(out) == self.frames:
-                    break
-        if len(out) < self.frames:
-            raise AiprodError(f"{path}: decoded {len(out)} frames from {start}, expected {self.frames}")
-        return torch.stack(out).permute(0, 3, 1, 2).float() / 127.5 - 1  # [T, 3, H, W]
+        fps = self._fps[path] or 25.0
+        frames = read_window(path, start / fps, self.frames, fps / self.stride)
+        return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1  # [T, 3, H, W]
 
     def clip(self, g: torch.Generator) -> torch.Tensor:
         path = self.usable[int(torch.randint(len(self.usable), (), generator=g))]
