@@ -59,7 +59,10 @@ class LoraSection(StrictModel):
 
 class DataSection(StrictModel):
     source: Literal["synthetic", "cached"] = "synthetic"
-    cache_dir: str | None = Field(None, description="cached: folder of clip files, per resolution in <cache_dir>/<res>/")
+    cache_dir: str | None = Field(None, description="cached: WebDataset shards (index.npz + *.tar; a folder or a URL, "
+                                  "aiprod data cache) or clip files per resolution in <cache_dir>/<res>/")
+    num_workers: int = Field(2, ge=0, description="cached: DataLoader worker processes reading ahead (0: in the loop)")
+    prefetch: int = Field(2, ge=1, description="cached: batches each worker prepares ahead")
     aspect_ratios: list[str] = Field(["1:1"], min_length=1, description="buckets, 'W:H'")
     num_clips: int = Field(4, ge=1, description="synthetic: number of fixed clips")
     text_tokens: int = Field(16, ge=1, description="synthetic: longest prompt, tokens")
@@ -153,7 +156,8 @@ class SHDTTask(TrainTask):
             self.data = SyntheticClips(cfg.data.num_clips, m.in_channels, m.text_dim, cfg.data.text_tokens, cfg.data.seed)
         else:  # epochs without replacement, disjoint across ranks, every rank on the step's bucket
             self.data = CachedClips(cfg.data.cache_dir, cfg.curriculum, seed=cfg.data.seed,
-                                    grad_accum=cfg.train.grad_accum_steps)
+                                    grad_accum=cfg.train.grad_accum_steps, num_workers=cfg.data.num_workers,
+                                    prefetch=cfg.data.prefetch)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model}

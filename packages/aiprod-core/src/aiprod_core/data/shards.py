@@ -231,8 +231,12 @@ class ShardReader:
         f = self._files.get(name)
         if f is None:
             f = self._files[name] = open(self.local(name), "rb")
-        f.seek(int(self.index["offset"][i]))
-        return f.read(int(self.index["nbytes"][i]))
+        # positional read: forked DataLoader workers share the descriptor (and a seek offset) with the parent
+        n, off = int(self.index["nbytes"][i]), int(self.index["offset"][i])
+        data = os.pread(f.fileno(), n, off)
+        if len(data) != n:
+            raise AiprodError(f"{self.url(name)}: truncated shard ({len(data)} of {n} bytes at offset {off})")
+        return data
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         from safetensors.torch import load
