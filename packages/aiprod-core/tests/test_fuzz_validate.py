@@ -1,0 +1,102 @@
+"""Property test: ``aiprod validate`` on random YAML documents and ``--set`` strings never crashes or hangs.
+
+Whatever the input: exit code 0 (a valid document) or 2, each stderr line one problem
+(``aiprod: error: ...``, bounded length), no traceback, and each example well under a second.
+"""
+
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import toy
+import yaml
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aiprod_core import registry
+from aiprod_core.cli import MAX_LINE, cli
+
+
+@pytest.fixture(scope="module", autouse=True)
+def toy_registry():
+    reg = registry.Registry()
+    reg.register_module(toy, "toy", distribution="toy-dist")
+    old, registry._REGISTRY = registry._REGISTRY, reg
+    yield reg
+    registry._REGISTRY = old
+
+
+KEYS = ["pipeline", "recipe", "model", "steps", "output", "train", "name", "preset", "weights", "config", "dim",
+        "depth", "kind", "max_steps", "output_dir", "lr", "x"]
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**30), 10**30), st.integers(-3, 64),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30),
+    st.sampled_from(["toy", "tiny", "wide", "o.txt", "/", "/nonexistent/x", "", "~", "a" * 300]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=8)), inner, max_size=4)),
+    max_leaves=20,
+)
+# mostly well-formed toy documents with random parts, so that every validation layer is reached
+documents = st.fixed_dictionaries(
+    {"pipeline": st.sampled_from(["toy", "toy", "nope", 3])},
+    optional={
+        "model": st.one_of(
+            st.fixed_dictionaries({"name": st.sampled_from(["toy", "nope"]), "preset": st.sampled_from(["tiny", "x"])},
+                                  optional={"config": st.fixed_dictionaries(
+                                      {}, optional={"dim": st.integers(-4, 10**12), "depth": st.integers(-2, 4)})}),
+            values),
+        "steps": values, "output": st.one_of(st.just("o.txt"), values), "extra": values,
+    },
+)
+SNIPPETS = ["&a ", "*a", "<<: {x: 1}\n", "steps: 2\n", "[" * 200, "]", "{", ": ", "- ", "\t", "\x00", "\ufeff",
+            "!!python/object:os.system ", "? ", "%YAML 1.1\n", "---\n", "'", '"', "\\", "\n  "]
+
+
+@st.composite
+def yaml_texts(draw):
+    kind = draw(st.integers(0, 2))
+    if kind == 0:
+        return draw(st.text(max_size=200))
+    text = yaml.safe_dump(draw(documents if kind == 1 else values), allow_unicode=True, width=1000)
+    for _ in range(draw(st.integers(0, 3))):  # splice broken bits into a well-formed dump
+        pos = draw(st.integers(0, len(text)))
+        text = text[:pos] + draw(st.sampled_from(SNIPPETS)) + text[pos:]
+    return text
+
+
+set_strings = st.one_of(
+    st.text(max_size=40),
+    st.builds(lambda k, v: f"{k}={v}", st.sampled_from(["steps", "model.preset", "model.config.dim", "output", "x.y",
+                                                         "", "a..b", "pipeline"]),
+              st.one_of(st.text(max_size=20), st.sampled_from(["[", "&a 1", "*a", "{a: 1, a: 2}", "3", "tiny"]))),
+)
+
+
+@settings(max_examples=100, deadline=3000, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(text=yaml_texts(), sets=st.lists(set_strings, max_size=3), raw=st.booleans())
+def test_validate_never_crashes_and_reports_one_line_per_problem(text, sets, raw):
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "doc.yaml"
+        path.write_bytes(text.encode("utf-8", "surrogatepass") if not raw else text.encode("latin-1", "replace"))
+        t0 = time.perf_counter()
+        res = CliRunner().invoke(cli, ["--quiet", "validate", str(path), *(f"--set={s}" for s in sets)])
+        elapsed = time.perf_counter() - t0
+    out = res.output + res.stderr
+    assert "Traceback" not in out
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert res.exit_code in (0, 2), out
+    assert elapsed < 2.5
+    if res.exit_code == 0:
+        assert res.stdout.startswith(f"{path}: ok (pipeline toy)") and not res.stderr
+    else:
+        lines = res.stderr.splitlines()
+        assert lines, out
+        for line in lines:
+            assert line.startswith("aiprod: error: "), line
+            assert len(line) <= len("aiprod: error: ") + MAX_LINE
