@@ -128,7 +128,7 @@ class TextToVideoConfig(StrictModel):
     two_stage: TwoStage | None = Field(None, description="half-resolution sampling, then x2 upsample and refine")
     speech: ComponentRef | None = Field(None, description="speech-synthesizer for the narration; none = silent")
     narration: str | None = Field(None, description="text spoken over the clip (default: the prompt)")
-    speech_speed: float = Field(1.0, gt=0, le=4)
+    speech_speed: float = Field(1.0, ge=0.25, le=4, description="narration speed; 0.25 = four times slower")
     sync: Literal["longest", "video"] = Field("longest", description="how audio and video lengths are reconciled")
     crf: int = Field(18, ge=0, le=51, description="x264 quality (lower is better)")
     audio_bitrate: int = Field(96_000, ge=16_000, le=512_000)

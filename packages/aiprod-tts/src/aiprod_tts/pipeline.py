@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from aiprod_core.config import StrictModel
 from aiprod_core.errors import AiprodError
@@ -30,7 +30,7 @@ def write_audio(path: str | Path, wav, sample_rate: int) -> Path:
 
 
 class Controls(StrictModel):
-    speed: float = 1.0  # > 1 speaks faster
+    speed: float = Field(1.0, ge=0.25, le=4)  # > 1 speaks faster; bounded: 1e-9 would need petabytes
     pitch_shift: float = 0.0  # semitones
     pitch_scale: float = 1.0  # intonation range
     energy_scale: float = 1.0  # loudness
