@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -104,34 +106,68 @@ class ModuleProxy:
 
 
 class FSDPProxy:
-    """What ``ctx.modules[name]`` is under FSDP2 (the module itself is the sharded root): ``proxy.encode(x)``
-    registers ``encode`` as an FSDP forward method once; ``proxy.vocoder(x)`` (a sub-module that is not a
-    shard unit of its own) gets such an entry too, so the root's weights are gathered for it."""
+    """What ``ctx.modules[name]`` is under FSDP2 (the module itself is the sharded root).
+
+    ``proxy(x)`` is the root's forward. ``proxy.encode(x)`` / ``proxy.vocoder(x)``: with gradients on,
+    ``encode`` (or an entry calling the sub-module) is registered once as an FSDP forward method, so the
+    root's weights are gathered and the gradients reduce-scattered; under ``torch.no_grad`` (evaluation)
+    every shard unit of the module is gathered for the call, so entry points that reach into a block's
+    sub-modules (``stage.in_proj(x)`` rather than ``stage(x)``) work too."""
 
     def __init__(self, raw: nn.Module):
         self.raw = raw
-        self.entries: dict[str, Any] = {}
+        self.originals: dict[str, Any] = {}
+        self.registered: dict[str, Any] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.raw(*args, **kwargs)
 
     def __getattr__(self, attr: str) -> Any:
-        value = getattr(self.raw, attr)
+        value = self.originals.get(attr) or getattr(self.raw, attr)
         if not _is_entry(self.raw, attr, value):
             return value
-        if attr not in self.entries:
+        self.originals.setdefault(attr, value)
+        return functools.partial(self._call, attr)
+
+    def _call(self, attr: str, *args: Any, **kwargs: Any) -> Any:
+        if not torch.is_grad_enabled():
+            with gathered(self.raw):
+                return self.originals[attr](*args, **kwargs)
+        if attr not in self.registered:
             from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
 
-            entry = attr
-            if isinstance(value, nn.Module):
-                if isinstance(value, FSDPModule):  # its own shard unit: its hooks gather its weights
-                    self.entries[attr] = value
-                    return value
-                entry = f"_aiprod_entry_{attr}"
-                object.__setattr__(self.raw, entry, value.__call__)
-            register_fsdp_forward_method(self.raw, entry)
-            self.entries[attr] = getattr(self.raw, entry)
-        return self.entries[attr]
+            value = self.originals[attr]
+            if isinstance(value, FSDPModule):  # its own shard unit: its hooks gather its weights
+                self.registered[attr] = value
+            else:
+                entry = attr
+                if isinstance(value, nn.Module):
+                    entry = f"_aiprod_entry_{attr}"
+                    object.__setattr__(self.raw, entry, value.__call__)
+                register_fsdp_forward_method(self.raw, entry)
+                self.registered[attr] = getattr(self.raw, entry)
+        return self.registered[attr](*args, **kwargs)
+
+
+@contextlib.contextmanager
+def gathered(module: nn.Module) -> Iterator[None]:
+    """Every FSDP2 shard unit inside ``module`` unsharded (and kept so through forwards) for the block."""
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in module.modules() if isinstance(m, FSDPModule)]
+    groups = [g for g in (m._get_fsdp_state()._fsdp_param_group for m in units) if g is not None]
+    saved = [g.post_forward_mesh_info for g in groups]
+    for g in groups:
+        g.post_forward_mesh_info = None  # no reshard after an inner forward
+    for m in units:
+        m.unshard()
+    try:
+        yield
+    finally:
+        for g, info in zip(groups, saved):
+            g.post_forward_mesh_info = info
+        for m in units:
+            m.reshard()
 
 
 def wrap(name: str, module: nn.Module, strategy: str, task: Any, device: torch.device,
