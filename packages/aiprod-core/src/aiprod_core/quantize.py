@@ -100,10 +100,9 @@ def _read_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def _iter_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    if (folder / INDEX).is_file():
-        files = sorted(set(json.loads((folder / INDEX).read_text())["weight_map"].values()))
-    else:
-        files = [WEIGHTS]
+    from aiprod_core.weights import weight_files
+
+    files, _ = weight_files(folder)  # shards confined to the folder (issue 19)
     for name in files:
         yield from _read_safetensors(folder / name)
 
