@@ -31,8 +31,12 @@ CODEC_YAML=configs/train/tiny/audio_codec_demo.yaml
 CODEC=$!
 aiprod train configs/train/tiny/hwvae_demo.yaml > logs/hwvae.log 2>&1
 
-# 3. the voice (acoustic model, then vocoder) and the text encoder
-aiprod train configs/train/tiny/tts_demo.yaml > logs/tts.log 2>&1 &
+# 3. the voice and the text encoder. The voice: the frontend's G2P model (CMUdict, 2% of words held out),
+#    a first voice on espeak-ng phonemes (acoustic model, then vocoder; needs aiprod-tts[espeak]), then its
+#    acoustic model fine-tuned on the lexicon + G2P phonemes (vocoder kept): the published voice needs no
+#    system program and carries the G2P model in weights/tiny/tts/g2p
+( aiprod train configs/train/tiny/g2p_demo.yaml && aiprod train configs/train/tiny/tts_demo.yaml \
+  && aiprod train configs/train/tiny/tts_lexicon_demo.yaml ) > logs/tts.log 2>&1 &
 TTS=$!
 aiprod train configs/train/tiny/text_encoder_demo.yaml > logs/textenc.log 2>&1
 publish runs/demo/text_encoder/final/model text_encoder
@@ -51,11 +55,12 @@ publish runs/demo/upsampler/final/model upsampler
 aiprod train configs/train/tiny/shdt_demo.yaml > logs/shdt.log 2>&1
 publish runs/demo/shdt/final/model shdt
 wait $DECODER && publish runs/demo/hwvae_decoder/final/model hwvae
-wait $TTS && publish runs/demo/tts/vocoder/final/tts tts
+wait $TTS && publish runs/demo/tts_lexicon/final/tts tts
 wait $CODEC && publish runs/demo/audio_codec/final/codec audio_codec
 
 # 5. the floors, on the held-out splits
 aiprod eval weights/tiny/hwvae data/video_corpus
 aiprod eval weights/tiny/audio_codec data/tts_corpus --kbps 6
 aiprod eval weights/tiny/tts data/tts_corpus
+aiprod tts g2p-eval weights/tiny/tts/g2p
 aiprod eval examples/text_to_video.yaml data/video_corpus

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,10 +16,26 @@ def tts_group() -> None:
     """Text-to-speech (AIPROD-TTS: FastSpeech 2 + HiFi-GAN, 24 kHz)."""
 
 
+def default_voice() -> Path | None:
+    """The demo voice that ships with the repository: ``weights/tiny/tts`` of the checkout this package is
+    installed from (editable or source installs; ``AIPROD_TTS_VOICE`` names another folder). A wheel has no
+    repository beside it: then None, and ``--weights`` is needed."""
+    env = os.environ.get("AIPROD_TTS_VOICE")
+    if env:
+        return Path(env)
+    for parent in Path(__file__).resolve().parents:  # <repo>/packages/aiprod-tts/src/aiprod_tts/cli.py
+        cand = parent / "weights" / "tiny" / "tts"
+        if (cand / "config.json").is_file():
+            return cand
+    return None
+
+
 @tts_group.command("say")
 @click.argument("text")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Audio file (.wav/.flac/.ogg).")
-@click.option("--weights", type=click.Path(path_type=Path), help="Synthesizer component folder.")
+@click.option("--weights", type=click.Path(path_type=Path),
+              help="Synthesizer component folder [default: the demo voice weights/tiny/tts of this checkout, "
+                   "or $AIPROD_TTS_VOICE].")
 @click.option("--preset", help="Build from a preset with random weights instead (tiny, v1): for testing.")
 @click.option("--speed", type=float, default=1.0, show_default=True, help="> 1 is faster.")
 @click.option("--pitch-shift", type=float, default=0.0, show_default=True, help="Semitones.")
@@ -32,12 +49,18 @@ def tts_group() -> None:
 def say(text, output, weights, preset, speed, pitch_shift, pitch_scale, energy_scale, speaker, device, dtype, seed,
         overwrite) -> None:
     """Speak TEXT ('-' reads standard input) into OUTPUT. Long text is split into sentences."""
+    from aiprod_core.config import validate
     from aiprod_core.device import pick_device, pick_dtype, seed_everything
     from aiprod_core.pipeline import ComponentRef, RunContext
     from aiprod_tts.pipeline import Controls, TTSPipelineConfig, run_pipeline
 
-    if (weights is None) == (preset is None):
-        raise AiprodError("tts say: give exactly one of --weights DIR or --preset NAME")
+    if weights is not None and preset is not None:
+        raise AiprodError("tts say: give at most one of --weights DIR or --preset NAME")
+    if weights is None and preset is None:
+        weights = default_voice()
+        if weights is None:
+            raise AiprodError("tts say: no default voice (weights/tiny/tts ships with the source checkout, not "
+                              "with the wheel); give --weights DIR, set AIPROD_TTS_VOICE, or --preset NAME")
     if text == "-":
         text = sys.stdin.read()
     dev = pick_device(device)
@@ -46,8 +69,26 @@ def say(text, output, weights, preset, speed, pitch_shift, pitch_scale, energy_s
                      overwrite=overwrite)
     ref = ComponentRef(name="fastspeech2-hifigan", kind="speech-synthesizer",
                        weights=str(weights) if weights else None, preset=preset)
-    cfg = TTSPipelineConfig(synthesizer=ref, text=text, output=str(output),
-                            controls=Controls(speed=speed, pitch_shift=pitch_shift, pitch_scale=pitch_scale,
-                                              energy_scale=energy_scale, speaker=speaker))
+    controls = Controls(speed=speed, pitch_shift=pitch_shift, pitch_scale=pitch_scale, energy_scale=energy_scale,
+                        speaker=speaker)
+    cfg = validate(TTSPipelineConfig, {"synthesizer": ref, "text": text, "output": str(output), "controls": controls},
+                   source="tts say")  # a bad output extension or an empty text: one line, exit 2
     path = run_pipeline(cfg, ctx)
     click.echo(str(path))
+
+
+@tts_group.command("g2p-eval")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--limit", type=int, default=500, show_default=True, help="Held-out lexicon words scored.")
+@click.option("--check", is_flag=True, help="Exit 1 when the phoneme error rate misses its floor.")
+def g2p_eval(folder, limit, check) -> None:
+    """Phoneme error rate of a G2P component FOLDER (e.g. weights/tiny/tts/g2p) on held-out CMUdict words."""
+    from aiprod_tts.g2p import evaluate_g2p
+
+    r = evaluate_g2p(folder, limit=limit)
+    f = r["floor"]
+    click.echo(f"{folder}: PER {r['per']:.4f} (without stress {r['per_no_stress']:.4f}), word error rate "
+               f"{r['wer']:.4f} on {r['words']} held-out words; floor per {f['op']} {f['value']}: "
+               f"{'pass' if f['pass'] else 'FAIL'}")
+    if check and not f["pass"]:
+        sys.exit(1)

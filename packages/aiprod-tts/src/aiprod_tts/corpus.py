@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiprod_core.errors import AiprodError
 from aiprod_core.store import atomic_dir
-from aiprod_tts.frontend import normalize_text
+from aiprod_tts.frontend import espeak_subprocess_env, normalize_text
 
 _SUBJECTS = ["the old man", "a small dog", "my sister", "the teacher", "Dr. Brown", "our neighbour", "the pilot",
              "a quiet child", "the baker", "Mr. Green"]
@@ -59,8 +59,10 @@ def _speak(exe: str, folder: Path, sentences: list[str], first: int, voice: str,
         uid = f"ESP001-{i:04d}"
         # pitch varies per utterance so the pitch predictor has something to learn
         pitch = 35 + (i * 7) % 30
+        # output to a file only, and an environment in which libespeak-ng opens no audio device (no socket)
         proc = subprocess.run([exe, "-v", voice, "-s", str(rate), "-p", str(pitch), "-w",
-                               str(folder / "wavs" / f"{uid}.wav"), text], capture_output=True, text=True)
+                               str(folder / "wavs" / f"{uid}.wav"), text], capture_output=True, text=True,
+                              env=espeak_subprocess_env(), stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
             raise AiprodError(f"espeak-ng failed on {text!r}: {proc.stderr.strip()[:200]}")
         lines.append(f"{uid}|{text}|{normalize_text(text)}")

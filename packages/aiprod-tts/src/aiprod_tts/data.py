@@ -102,7 +102,7 @@ class FeatureSet:
         self.audio, self.cache_dir = audio, Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         key = json.dumps([audio.model_dump(exclude={"pitch_mean", "pitch_std", "energy_mean", "energy_std"}),
-                          frontend.mode, frontend.language, frontend.table.symbols], sort_keys=True)
+                          *frontend.cache_key()], sort_keys=True)
         self.tag = hashlib.sha256(key.encode()).hexdigest()[:12]
         todo = [u for u in utterances if not self._path(u).is_file()]
         if todo:

@@ -12,13 +12,19 @@ def aiprod_register_components():
     return [ComponentSpec(kind="speech-synthesizer", name="fastspeech2-hifigan",
                           factory="aiprod_tts.synthesizer:FastSpeech2HiFiGAN",
                           config_model="aiprod_tts.synthesizer:SynthesizerConfig", presets=PRESETS,
-                          description="AIPROD-TTS v1: espeak-ng frontend + FastSpeech 2/ProsodyModeler + HiFi-GAN, 24 kHz")]
+                          description="AIPROD-TTS v1: CMUdict + G2P frontend + FastSpeech 2/ProsodyModeler + HiFi-GAN, "
+                                      "24 kHz"),
+            ComponentSpec(kind="grapheme-to-phoneme", name="transformer-g2p", factory="aiprod_tts.g2p:G2PModel",
+                          config_model="aiprod_tts.g2p:G2PConfig", presets={"tiny": {}},
+                          description="letters -> ARPAbet phones for words outside CMUdict (the TTS frontend)")]
 
 
 @hookimpl
 def aiprod_register_recipes():
     return [RecipeSpec(name="tts", config_model="aiprod_tts.train:TTSTrainConfig", run="aiprod_tts.train:train",
-                       description="FastSpeech 2 acoustic stage or HiFi-GAN vocoder stage on an LJSpeech/LibriTTS corpus")]
+                       description="FastSpeech 2 acoustic stage or HiFi-GAN vocoder stage on an LJSpeech/LibriTTS corpus"),
+            RecipeSpec(name="g2p", config_model="aiprod_tts.g2p:G2PTrainConfig", run="aiprod_tts.g2p:train",
+                       description="the frontend's G2P model on CMUdict (held-out words: phoneme error rate)")]
 
 
 @hookimpl

