@@ -37,3 +37,10 @@ def aiprod_register_components():
 @hookimpl
 def aiprod_register_recipes():
     return [RecipeSpec(name="shdt", config_model="aiprod_shdt.train:SHDTTrainConfig", run="aiprod_shdt.train:train")]
+
+
+@hookimpl
+def aiprod_register_commands(cli):
+    from aiprod_shdt.plan import register
+
+    register(cli)
