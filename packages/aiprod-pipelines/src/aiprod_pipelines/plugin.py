@@ -31,6 +31,9 @@ def aiprod_register_commands(cli):
 
     from aiprod_pipelines.serve import serve_command
 
+    from aiprod_pipelines.serve import serve_command
+
     cli.add_command(eval_command, name="eval")
+    cli.add_command(serve_command, name="serve")
     cli.add_command(serve_command, name="serve")
     cli.add_command(data_group, name="data")
