@@ -28,12 +28,8 @@ def aiprod_register_pipelines():
 def aiprod_register_commands(cli):
     from aiprod_pipelines.data_cli import data_group
     from aiprod_pipelines.eval import eval_command
-
-    from aiprod_pipelines.serve import serve_command
-
     from aiprod_pipelines.serve import serve_command
 
     cli.add_command(eval_command, name="eval")
-    cli.add_command(serve_command, name="serve")
     cli.add_command(serve_command, name="serve")
     cli.add_command(data_group, name="data")
