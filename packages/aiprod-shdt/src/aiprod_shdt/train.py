@@ -235,6 +235,9 @@ class SHDTTask(TrainTask):
             (out_dir / "lora" / "adapter_config.json").write_text(json.dumps(
                 {"peft_type": "LORA", "r": self.cfg.lora.rank, "lora_alpha": self.cfg.lora.alpha,
                  "target_modules": self.cfg.lora.target_modules, "base_model": self.cfg.model.init_weights}, indent=2))
+            from aiprod_core.store import write_manifest
+
+            write_manifest(out_dir / "lora")  # verified like weights when a pipeline loads it (load_lora)
         if ctx.world_size > 1:
             import torch.distributed as dist
 
