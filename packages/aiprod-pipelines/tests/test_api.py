@@ -188,3 +188,77 @@ def test_image_to_video_keeps_the_first_frame_with_demo_weights(tiny, tmp_path):
     without = tiny(PROMPT, **kw).frames[0].astype(float)
     err_with, err_without = np.abs(with_img[0] - img).mean(), np.abs(without[0] - img).mean()
     assert err_with < 0.5 * err_without, (err_with, err_without)
+
+
+# -- the YAML face: aiprod run over the same objects -------------------------------------------------------------
+def t2v_doc(tmp_path, **over):
+    import yaml
+
+    d = {"pipeline": "text-to-video", "prompt": "a red circle", "output": str(tmp_path / "out" / "clip.mp4"),
+         "width": 32, "height": 32, "frames": 9, "fps": 8, "steps": 3, "guidance_scale": 1.0,
+         "text_encoder": {"name": "dummy-text", "preset": "tiny"}, "denoiser": {"name": "dummy-dit", "preset": "tiny"},
+         "autoencoder": {"name": "dummy-ae", "preset": "tiny"}}
+    d.update(over)
+    path = tmp_path / "t2v.yaml"
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+def test_yaml_prompts_list_and_file_one_output_each(reg, tmp_path):
+    from aiprod_core.pipeline import run_document
+    from aiprod_pipelines.eval import shown_colour
+    from aiprod_pipelines.media import read_mp4
+
+    prompts = ["a red circle", "a blue square", "a yellow triangle"]
+    outs = run_document(t2v_doc(tmp_path, prompt=None, prompts=prompts, batch_size=2, offload="model"),
+                        device="cpu", quiet=True)
+    assert [p.rsplit("/", 1)[1] for p in outs] == ["clip_000.mp4", "clip_001.mp4", "clip_002.mp4"]
+    assert [shown_colour(read_mp4(p).frames) for p in outs] == ["red", "blue", "yellow"]
+    (tmp_path / "prompts.txt").write_text("# one a line\na green circle\n\na blue circle\n")
+    outs = run_document(t2v_doc(tmp_path, prompt=None, prompts=str(tmp_path / "prompts.txt"),
+                                output=str(tmp_path / "f" / "c.gif")), device="cpu", quiet=True)
+    assert [p.rsplit("/", 1)[1] for p in outs] == ["c_000.gif", "c_001.gif"]
+
+
+@pytest.mark.parametrize("name,check", [("clip.webm", "webm"), ("clip.gif", "gif"), ("frames", "folder")])
+def test_yaml_output_by_extension(reg, tmp_path, name, check):
+    from aiprod_core.pipeline import run_document
+
+    out = run_document(t2v_doc(tmp_path, output=str(tmp_path / name), speech={"name": "dummy-tts", "preset": "tiny"}),
+                       device="cpu", quiet=True)
+    if check == "folder":
+        assert len(list((tmp_path / name).glob("*.png"))) >= 9 and (tmp_path / name / "audio.wav").is_file()
+    else:
+        head = (tmp_path / name).read_bytes()[:4]
+        assert head == (b"\x1aE\xdf\xa3" if check == "webm" else b"GIF8"), out
+
+
+def test_yaml_refuses_unknown_extension_and_sampler_at_validation(reg, tmp_path, monkeypatch):
+    from aiprod_core.errors import ConfigError
+    from aiprod_core.pipeline import run_document
+    from aiprod_pipelines import text_to_video as t2v
+
+    monkeypatch.setattr(t2v, "load_models", lambda *a, **k: pytest.fail("loaded weights for a refused document"))
+    with pytest.raises(ConfigError) as err:
+        run_document(t2v_doc(tmp_path, output=str(tmp_path / "x.avi"), sampler="nope"), device="cpu", quiet=True)
+    lines = err.value.lines()
+    assert any("output" in ln and "unknown output extension '.avi'" in ln for ln in lines), lines
+    assert any("sampler" in ln and "unknown sampler 'nope'" in ln for ln in lines), lines
+    with pytest.raises(ConfigError, match="exactly one of 'prompt'"):
+        run_document(t2v_doc(tmp_path, prompts=["a", "b"]), device="cpu", quiet=True)
+
+
+def test_yaml_image_and_vae_tiling(reg, tmp_path):
+    from PIL import Image
+
+    from aiprod_core.pipeline import run_document
+    from aiprod_pipelines.media import read_mp4
+
+    img = np.full((32, 32, 3), 250, np.uint8)
+    Image.fromarray(img).save(tmp_path / "white.png")
+    out = run_document(t2v_doc(tmp_path, image=str(tmp_path / "white.png")), device="cpu", quiet=True)
+    frames = read_mp4(out).frames
+    assert frames[0].mean() > 235 and frames[-1].mean() < 200  # first frame kept, the rest follows the prompt
+    with pytest.raises(AiprodError, match="vae_tiling: the autoencoder DummyAutoencoder does not decode by tile"):
+        run_document(t2v_doc(tmp_path, vae_tiling={"tile": 2}, output=str(tmp_path / "t.mp4")),
+                     device="cpu", quiet=True)

@@ -370,8 +370,17 @@ class TextToVideoPipeline(Pipeline):
     def enable_vae_tiling(self, tile: int | None = None, overlap: int = 16, chunk: int | None = None) -> Pipeline:
         """Decode in spatial tiles of ``tile`` latent pixels (cross-faded over ``overlap``) and/or
         ``chunk`` latent frames at a time: memory grows with the output, not with T·H·W activations."""
-        self.vae_kwargs = {k: v for k, v in {"tile": tile, "overlap": overlap if tile else None, "chunk": chunk}.items()
-                           if v is not None}
+        import inspect
+
+        kwargs = {k: v for k, v in {"tile": tile, "overlap": overlap if tile else None, "chunk": chunk}.items()
+                  if v is not None}
+        vae = self.components["autoencoder"]
+        params = inspect.signature(vae.decode).parameters
+        missing = [k for k in kwargs if k not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values())]
+        if missing:
+            raise AiprodError(f"vae_tiling: the autoencoder {type(vae).__name__} does not decode by "
+                              f"{' / '.join(missing)} (its decode takes {', '.join(params)})")
+        self.vae_kwargs = kwargs
         return self
 
     def disable_vae_tiling(self) -> Pipeline:
