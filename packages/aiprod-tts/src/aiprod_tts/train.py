@@ -21,7 +21,8 @@ from aiprod_core.config import StrictModel
 from aiprod_core.errors import AiprodError
 from aiprod_core.training import StepContext, TrainConfig, Trainer, TrainTask
 from aiprod_tts.audio import mel_spectrogram
-from aiprod_tts.data import FeatureSet, collate_acoustic, load_libritts, load_ljspeech
+from aiprod_tts.corpora import CorpusRoot, StepItems, load_corpora
+from aiprod_tts.data import FeatureSet, collate_acoustic
 from aiprod_tts.model import forward_sum_loss, lengths_to_mask
 from aiprod_tts.synthesizer import FastSpeech2HiFiGAN
 from aiprod_tts.vocoder import HiFiGANDiscriminator, discriminator_loss, feature_matching_loss, generator_adv_loss
@@ -39,10 +40,22 @@ class ModelSection(StrictModel):
 
 class DataSection(StrictModel):
     format: Literal["ljspeech", "libritts"] = "ljspeech"
-    root: str  # corpus folder
+    root: str | None = None  # corpus folder (or several in `roots`)
+    roots: list[CorpusRoot] | None = None  # several corpora, LJSpeech and LibriTTS layouts mixed; speakers kept
     cache_dir: str | None = None  # feature cache; default <output_dir>/features
     max_utterances: int | None = None  # use the first N (quick runs)
     durations_dir: str | None = None  # external durations <id>.txt (e.g. converted from MFA); default: aligner
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.root is None) == (self.roots is None):
+            raise ValueError("give root (one corpus) or roots (a list of {format, root}), not both")
+        return self
+
+    def corpora(self) -> list[CorpusRoot]:
+        if self.roots is not None:
+            return self.roots
+        return [CorpusRoot(format=self.format, root=self.root, max_utterances=self.max_utterances)]
 
 
 class AcousticLoss(StrictModel):
@@ -107,8 +120,7 @@ def build_model(cfg: TTSTrainConfig, stats: dict[str, float] | None) -> FastSpee
 class _CorpusTask(TrainTask):
     def __init__(self, cfg: TTSTrainConfig):
         self.cfg = cfg
-        loader = load_ljspeech if cfg.data.format == "ljspeech" else load_libritts
-        utts = loader(cfg.data.root)[: cfg.data.max_utterances]
+        utts, self.speakers = load_corpora(cfg.data.corpora())
         probe = build_model(cfg, None)  # the frontend that encodes the corpus (init_from: with `frontend` overrides)
         cache = Path(cfg.data.cache_dir or Path(cfg.train.output_dir) / "features")
         self.data = FeatureSet(utts, probe.frontend, probe.cfg.audio, cache,
@@ -120,11 +132,13 @@ class _CorpusTask(TrainTask):
             self.disc = HiFiGANDiscriminator(width=cfg.vocoder.disc_width) if cfg.stage == "vocoder" else None
         n_spk = self.model.cfg.acoustic.n_speakers
         if any(u.speaker >= n_spk for u in self.data.utterances):
-            raise AiprodError(f"{cfg.data.root}: corpus has more speakers than model acoustic.n_speakers = {n_spk}")
+            raise AiprodError(f"{cfg.data.root or 'data.roots'}: the corpora have {len(self.speakers)} speakers, "
+                              f"more than model acoustic.n_speakers = {n_spk}")
+        # epochs without replacement, disjoint across ranks, from the step alone (aiprod_core.data)
+        self.step_items = StepItems(len(self.data), cfg.train.batch_size, cfg.train.seed, cfg.train.grad_accum_steps)
 
-    def items(self, generator: torch.Generator, n: int) -> list[dict[str, torch.Tensor]]:
-        idx = torch.randint(len(self.data), (n,), generator=generator).tolist()
-        return [self.data.item(i) for i in idx]
+    def items(self, step: int) -> list[dict[str, torch.Tensor]]:
+        return [self.data.item(i) for i in self.step_items(step)]
 
 
 class AcousticTask(_CorpusTask):
@@ -136,7 +150,7 @@ class AcousticTask(_CorpusTask):
         return {"tts": self.model}
 
     def make_batch(self, step, generator):
-        return collate_acoustic(self.items(generator, self.cfg.train.batch_size), self.model.cfg.audio)
+        return collate_acoustic(self.items(step), self.model.cfg.audio)
 
     def losses(self, model: FastSpeech2HiFiGAN, batch, step: int) -> dict[str, torch.Tensor]:
         w = self.cfg.acoustic_loss
@@ -180,7 +194,7 @@ class VocoderTask(_CorpusTask):
 
     def make_batch(self, step, generator):
         seg, hop = self.cfg.vocoder.segment_frames, self.model.hop_length
-        items = self.items(generator, self.cfg.train.batch_size)
+        items = self.items(step)
         mels, wavs = [], []
         predicted = None
         if self.cfg.vocoder.finetune_on_predicted:
