@@ -22,7 +22,7 @@ def format_validation_error(err: ValidationError, source: str, prefix: str = "")
     lines = []
     for e in err.errors():
         loc = ".".join(clip(str(p), 60) for p in e["loc"])
-        key = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or "<root>")
+        key = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)  # "" : a whole-document rule
         msg = clip(e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, "), 300)
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -31,7 +31,7 @@ def format_validation_error(err: ValidationError, source: str, prefix: str = "")
         got = ""
         if e["type"] not in ("missing", "extra_forbidden") and not isinstance(e.get("input"), dict):
             got = f" (got {excerpt(e.get('input'))})"
-        lines.append(f"{source}: {key}: {msg}{got}")
+        lines.append(f"{source}: {key}: {msg}{got}" if key else f"{source}: {msg}{got}")
     return lines
 
 
