@@ -262,3 +262,12 @@ def test_yaml_image_and_vae_tiling(reg, tmp_path):
     with pytest.raises(AiprodError, match="vae_tiling: the autoencoder DummyAutoencoder does not decode by tile"):
         run_document(t2v_doc(tmp_path, vae_tiling={"tile": 2}, output=str(tmp_path / "t.mp4")),
                      device="cpu", quiet=True)
+
+
+def test_to_casts_every_component(dummy_pipe):
+    ref = dummy_pipe("a blue circle", seed=2, progress=False).frames[0]
+    dummy_pipe.to("cpu", torch.float64)
+    assert all(p.dtype == torch.float64 for m in dummy_pipe.components.values() if m is not None
+               for p in m.parameters())
+    assert dummy_pipe.dtype == torch.float64 and dummy_pipe.device == torch.device("cpu")
+    assert np.abs(dummy_pipe("a blue circle", seed=2, progress=False).frames[0].astype(int) - ref).max() <= 1
