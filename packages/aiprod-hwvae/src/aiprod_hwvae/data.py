@@ -105,7 +105,11 @@ class Mp4FolderSource:
     INDEX = ".hwvae.index.npz"
 
     def __init__(self, path: str | Path, frames: int, height: int, width: int, stride: int = 1,
-                 scale: tuple[float, float] = (1.0, 1.25)):
+                 scale: tuple[float, float] = (1.0, 1.25), *, seed: int = 0, num_workers: int = 0,
+                 prefetch: int = 2, grad_accum: int = 1):
+        self.seed, self.num_workers, self.prefetch, self.grad_accum = seed, num_workers, prefetch, grad_accum
+        self._loader = None
+        self._last = (-1, 0)
         self.root = Path(path)
         if not self.root.is_dir():
             raise AiprodError(f"data.path: {self.root} is not a folder")
@@ -145,8 +149,26 @@ class Mp4FolderSource:
         frames = read_window(path, start / fps, self.frames, fps / self.stride)
         return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1  # [T, 3, H, W]
 
+    def batch_at(self, step: int, size: int) -> torch.Tensor:
+        """The clips of ``step`` for this rank: files from the core epoch sampler (each file once per epoch,
+        ranks disjoint), window and crop from a generator of (seed, step, rank), decoded by DataLoader
+        workers ahead of the loop. A pure function of the step (exact resume)."""
+        from aiprod_core.data import EpochSampler, StepLoader, rank_and_world
+
+        micro = self._last[1] + 1 if self._last[0] == step else 0
+        self._last = (step, micro)
+        if self._loader is None or self._loader.fetch.size != size:
+            rank, world = rank_and_world()
+            sampler = EpochSampler([0] * len(self.usable), batch_size=size, world_size=world, seed=self.seed,
+                                   grad_accum=self.grad_accum)
+            self._loader = StepLoader(_Mp4Fetch(self, sampler, size, rank), end=1 << 40,
+                                      num_workers=self.num_workers, prefetch_factor=self.prefetch)
+        return self._loader(step * self.grad_accum + micro % self.grad_accum)
+
     def clip(self, g: torch.Generator) -> torch.Tensor:
-        path = self.usable[int(torch.randint(len(self.usable), (), generator=g))]
+        return self.clip_from(self.usable[int(torch.randint(len(self.usable), (), generator=g))], g)
+
+    def clip_from(self, path: Path, g: torch.Generator) -> torch.Tensor:
         need = (self.frames - 1) * self.stride + 1
         start = int(torch.randint(self._count(path) - need + 1, (), generator=g))
         video = self._decode(path, start)
@@ -160,6 +182,24 @@ class Mp4FolderSource:
         return video.permute(1, 0, 2, 3).clamp(-1, 1).contiguous()
 
 
-def batch(source, size: int, generator: torch.Generator) -> torch.Tensor:
-    """``size`` clips stacked: ``[size, 3, T, H, W]``."""
+class _Mp4Fetch:
+    """One draw of :meth:`Mp4FolderSource.batch_at` (runs in DataLoader workers)."""
+
+    def __init__(self, source: Mp4FolderSource, sampler, size: int, rank: int):
+        self.source, self.sampler, self.size, self.rank = source, sampler, size, rank
+
+    def __call__(self, draw: int) -> torch.Tensor:
+        from aiprod_core.data.sampler import derive_key
+
+        step, micro = divmod(draw, self.sampler.grad_accum)
+        g = torch.Generator().manual_seed(derive_key(self.source.seed, draw, self.rank) & (2**63 - 1))
+        files = [self.source.usable[i] for i in self.sampler.indices(step, self.rank, micro)]
+        return torch.stack([self.source.clip_from(f, g) for f in files])
+
+
+def batch(source, size: int, generator: torch.Generator, step: int | None = None) -> torch.Tensor:
+    """``size`` clips stacked: ``[size, 3, T, H, W]``. With ``step``, a source that has ``batch_at`` (mp4 files)
+    draws them by epochs through the core sampler and its workers; otherwise from ``generator``."""
+    if step is not None and hasattr(source, "batch_at"):
+        return source.batch_at(step, size)
     return torch.stack([source.clip(generator) for _ in range(size)])

@@ -35,6 +35,8 @@ class DataConfig(StrictModel):
     stride: int = Field(1, ge=1, description="mp4: keep every stride-th frame")
     num_clips: int | None = Field(None, ge=1, description="procedural: a fixed set of this many clips")
     photos: list[str] | None = Field(None, description="procedural: skimage.data photo names (None: all)")
+    num_workers: int = Field(2, ge=0, description="mp4: DataLoader worker processes decoding ahead (0: in the loop)")
+    prefetch: int = Field(2, ge=1, description="mp4: batches each worker prepares ahead")
 
     @field_validator("frames")
     @classmethod
@@ -50,13 +52,16 @@ class DataConfig(StrictModel):
             raise ValueError("HW-VAE needs multiples of 8")
         return v
 
-    def build(self, seed: int):
+    def build(self, seed: int, grad_accum: int = 1):
         if self.source == "mp4":
             if not self.path:
                 from aiprod_core.errors import ConfigError
 
                 raise ConfigError(["data.path: required when data.source is mp4"])
-            return data_mod.Mp4FolderSource(self.path, self.frames, self.height, self.width, self.stride)
+            # files by epochs without replacement, disjoint across ranks (aiprod_core.data), decoded by workers
+            return data_mod.Mp4FolderSource(self.path, self.frames, self.height, self.width, self.stride, seed=seed,
+                                            num_workers=self.num_workers, prefetch=self.prefetch,
+                                            grad_accum=grad_accum)
         photos = tuple(self.photos) if self.photos else data_mod.PHOTOS
         return data_mod.ProceduralSource(self.frames, self.height, self.width, photos, self.num_clips, seed)
 
@@ -120,7 +125,7 @@ class HWVAETask(TrainTask):
             for name, param in model.named_parameters():
                 param.requires_grad_(name.startswith("decoder."))
         self.model = model
-        self.source = cfg.data.build(cfg.train.seed)
+        self.source = cfg.data.build(cfg.train.seed, cfg.train.grad_accum_steps)
         self.perceptual = PerceptualLoss(cfg.loss.vgg16_weights, cfg.loss.perceptual_frames) \
             if cfg.loss.perceptual > 0 else None
         self.disc = PatchDiscriminator(cfg.disc.channels, cfg.disc.layers) if cfg.disc.enabled else None
@@ -136,7 +141,7 @@ class HWVAETask(TrainTask):
         return {"disc": self.cfg.disc.lr_scale}
 
     def make_batch(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        video = data_mod.batch(self.source, self.cfg.train.batch_size, generator)
+        video = data_mod.batch(self.source, self.cfg.train.batch_size, generator, step=step)
         # seed of this step's posterior noise and perceptual frame choice: part of the batch => exact resume
         seed = torch.randint(2**62, (), generator=generator)
         return {"video": video, "seed": seed}
