@@ -173,3 +173,22 @@ def test_recipe_runs_through_run_document(tmp_path):
                               "curriculum=[{resolution: 32, frames: 5, steps: 2, batch_size: 2}]"],
                        expect="recipe", device="cpu", quiet=True)
     assert out["step"] == 2 and (tmp_path / "cli" / "final" / "model" / "config.json").is_file()
+
+
+def test_ranks_share_the_bucket_and_eval_follows_the_stage(tmp_path, tiny_config):
+    """Every rank draws the same aspect bucket at a step (same token count: nobody waits), and the eval
+    batch is made at the current stage's resolution and frames, not the last stage's."""
+    from aiprod_core.training import step_generator
+
+    cfg = tiny_config(tmp_path, data={"aspect_ratios": ["1:1", "2:1", "1:2"]},
+                      curriculum=[{"resolution": 32, "frames": 1, "steps": 20, "batch_size": 2},
+                                  {"resolution": 64, "frames": 5, "steps": 1, "batch_size": 1}])
+    task = SHDTTask(cfg)
+    shapes = set()
+    for step in range(20):
+        per_rank = {tuple(task.make_batch(step, step_generator(0, step, rank))["latents"].shape) for rank in range(4)}
+        assert len(per_rank) == 1, (step, per_rank)
+        shapes |= per_rank
+    assert len(shapes) > 1  # the buckets still vary from step to step
+    first, last = task.eval_batch(torch.device("cpu"), 0), task.eval_batch(torch.device("cpu"), 20)
+    assert first["latents"].shape[-3:] == (1, 4, 4) and last["latents"].shape[-3:] == (2, 8, 8)

@@ -77,6 +77,13 @@ class AudioCodecTrainConfig(StrictModel):
 
 class AudioCodecTask(TrainTask):
     def __init__(self, cfg: AudioCodecTrainConfig, codec: NACCodec):
+        if cfg.train.strategy == "fsdp2":
+            import sys
+
+            # the quantizer seeds fresh codebooks and restarts dead codes inside its forward, on the gathered
+            # copy FSDP2 frees afterwards: the ranks stay identical, but those writes are lost
+            print("audio-codec: under train.strategy fsdp2 the quantizer's data-driven codebook seeding and "
+                  "dead-code restarts are lost; use ddp (the codec fits one device)", file=sys.stderr)
         self.cfg = cfg
         self.codec = codec
         self.disc = CodecDiscriminator(cfg.discriminator)
