@@ -89,3 +89,20 @@ def test_voice_carries_its_g2p_folder(tmp_path, monkeypatch):
     (moved / "g2p" / "model.safetensors").write_bytes(b"tampered")
     with pytest.raises(AiprodError, match="model.safetensors"):
         store.verify(moved, force=True)
+
+
+def test_recipe_trains_and_exports_a_component(tmp_path, monkeypatch):
+    from aiprod_core.pipeline import load_document
+    from aiprod_tts.g2p import train
+
+    monkeypatch.setenv("AIPROD_CACHE_DIR", str(tmp_path / "cache"))
+    recipe = ROOT / "configs" / "train" / "tiny" / "g2p_demo.yaml"
+    _, _, cfg = load_document(recipe, [f"train.output_dir={tmp_path / 'run'}", "train.max_steps=6",
+                                       "train.batch_size=16", "train.eval_every=3", "train.checkpoint_every=3",
+                                       "train.log_every=1", "eval_words=16", "model.dim=32", "model.ffn_dim=64"])
+    metrics = train(cfg)
+    assert metrics["step"] == 6
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) >= 6 and any("eval/per" in r for r in rows)
+    model = G2PModel.from_pretrained(tmp_path / "run" / "final" / "g2p")
+    assert model.config.dim == 32 and len(model.predict(["hello"])) == 1
