@@ -133,3 +133,21 @@ def test_ingest_cache_and_train_tiny_shdt_under_torchrun(tmp_path):
     losses = [m["loss"] for m in metrics if "loss" in m and m.get("step", 0) <= 4]
     assert len(losses) >= 4 and all(np.isfinite(losses))
     assert (tmp_path / "run" / "final" / "model" / "model.safetensors").is_file()
+
+
+def test_prepare_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from aiprod_core.cli import build_cli
+
+    cli = build_cli()
+    make_videos(tmp_path / "videos")
+    args = ["data", "prepare", str(tmp_path / "videos"), str(tmp_path / "out"), "--fps", "10", "--frames", "5",
+            "--resolution", "64", "--aspect", "4:3", "--aspect", "3:4", "--max-clips", "1"]
+    r = CliRunner().invoke(cli, ["--quiet", *args])
+    assert r.exit_code == 0, r.output
+    assert "-> 2 clips" in r.output and "skipped e.mp4: not a readable video" in r.output
+    bad = CliRunner().invoke(cli, ["data", "prepare", str(tmp_path / "videos"), str(tmp_path / "o2"), "--frames", "8"])
+    assert bad.exit_code == 2 and "frames must be 1 + 4k" in bad.output and "Traceback" not in bad.output
+    missing = CliRunner().invoke(cli, ["data", "prepare", str(tmp_path / "nothing"), str(tmp_path / "o3")])
+    assert missing.exit_code == 2 and "not a folder of videos" in missing.output

@@ -65,7 +65,10 @@ def _distributed(device: str) -> tuple[int, int, str]:
     if device == "auto":
         device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        from datetime import timedelta
+
+        # ranks meet once, at the end: a long timeout, as their shares may take hours and differ by many minutes
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=timedelta(hours=24))
     return rank, world, device
 
 
