@@ -26,8 +26,9 @@ PACKAGES = [
     "aiprod-pipelines",
 ]
 # optional extras the full test run installs, so the tests that need them run in CI; without them
-# those tests skip with a reason (the `package` session checks that)
-TEST_EXTRAS = {"aiprod-core": "quanto", "aiprod-pipelines": "asr"}
+# those tests skip with a reason (the `package` session checks that). aiprod-tts[espeak] (phonemizer)
+# is only of use where the system package espeak-ng is installed (.ci/run installs it).
+TEST_EXTRAS = {"aiprod-core": "quanto", "aiprod-pipelines": "asr", "aiprod-tts": "espeak"}
 TEMPLATE = "templates/aiprod-plugin"
 TEST_ENV = {"AIPROD_STRICT_PLUGINS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 nox.options.sessions = ["tests"]
