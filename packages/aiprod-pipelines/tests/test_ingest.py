@@ -143,7 +143,7 @@ def test_prepare_command_line(tmp_path):
     cli = build_cli()
     make_videos(tmp_path / "videos")
     args = ["data", "prepare", str(tmp_path / "videos"), str(tmp_path / "out"), "--fps", "10", "--frames", "5",
-            "--resolution", "64", "--aspect", "4:3", "--aspect", "3:4", "--max-clips", "1"]
+            "--resolution", "64", "--aspect", "4:3", "--aspect", "3:4", "--max-clips", "1", "--workers", "2"]
     r = CliRunner().invoke(cli, ["--quiet", *args])
     assert r.exit_code == 0, r.output
     assert "-> 2 clips" in r.output and "skipped e.mp4: not a readable video" in r.output

@@ -26,7 +26,8 @@ def data_group() -> None:
 @click.option("--stride", type=float, help="seconds between clip starts (default: back to back)")
 @click.option("--max-clips", type=int, help="clips per video at most")
 @click.option("--upscale", is_flag=True, help="cut videos smaller than a resolution's bucket too")
-def prepare_command(videos, out, fps, frames, resolutions, aspects, stride, max_clips, upscale) -> None:
+@click.option("--workers", type=int, default=0, show_default=True, help="videos cut in parallel processes")
+def prepare_command(videos, out, fps, frames, resolutions, aspects, stride, max_clips, upscale, workers) -> None:
     """Cut the captioned videos of VIDEOS into bucket-grid clips in OUT (captions.jsonl + mp4).
 
     Captions: VIDEOS/captions.jsonl ({"file": "rel/path.mp4", "caption": "..."} per line) or a
@@ -42,7 +43,7 @@ def prepare_command(videos, out, fps, frames, resolutions, aspects, stride, max_
         data["aspect_ratios"] = list(aspects)
     cfg = validate(PrepareConfig, data, "aiprod data prepare")
     quiet = os.environ.get("AIPROD_QUIET", "") not in ("", "0")
-    report = prepare(videos, out, cfg, progress=not quiet)
+    report = prepare(videos, out, cfg, workers=workers, progress=not quiet)
     for line in format_report(report):
         click.echo(line)
 

@@ -126,13 +126,62 @@ def plan_video(info, cfg: PrepareConfig) -> tuple[list[float], str | None]:
     return starts[: cfg.max_clips_per_video], None
 
 
-def prepare(videos: str | Path, out_dir: str | Path, cfg: PrepareConfig | None = None, *,
-            progress: bool = True) -> dict[str, Any]:
-    """Cut every captioned video under ``videos`` into bucket-grid clips under ``out_dir``. Returns a report
-    ``{"videos", "clips", "skipped": [(file, reason)], "out"}``."""
-    from tqdm import tqdm
-
+def prepare_video(path: Path, rel: str, caption: str | None, cfg: PrepareConfig, out: Path
+                  ) -> tuple[list[dict[str, Any]], str | None, list[str]]:
+    """Cut one video: ``(caption entries, reason it was skipped or None, warnings)``."""
     from aiprod_pipelines.media import write_mp4
+
+    if not caption:
+        return [], "no caption (a captions.jsonl line or a sidecar .txt)", []
+    sizes = {r: grid.bucket_sizes(r, cfg.aspect_ratios) for r in cfg.resolutions}
+    entries: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    try:
+        info = probe(path)
+        starts, reason = plan_video(info, cfg)
+        res_ok = [r for r in cfg.resolutions if cfg.upscale or covers(info.height, info.width, sizes[r])]
+        if not reason and not res_ok:
+            reason = (f"{info.width}x{info.height} is smaller than every bucket of resolutions "
+                      f"{cfg.resolutions} (pass --upscale to cut it anyway)")
+        if reason:
+            return [], reason, []
+        name = clip_name(rel)
+        for k, start in enumerate(starts):
+            try:
+                window = read_window(path, start, cfg.frames, cfg.fps)
+            except AiprodError as err:  # a container shorter than its header says: keep the clips before
+                if not entries:
+                    raise
+                warnings.append(str(err))
+                break
+            for r in res_ok:
+                size = sizes[r][int(grid.nearest(window.shape[1], window.shape[2], sizes[r]))]
+                file = f"clips/{r}/{name}/{k:04d}.mp4"
+                write_mp4(out / file, fit_to_bucket(window, size), cfg.fps, crf=cfg.crf, overwrite=True)
+                entries.append({"file": file, "caption": caption, "source": rel, "start": round(start, 4),
+                                "fps": cfg.fps, "frames": cfg.frames, "resolution": r,
+                                "height": size[0], "width": size[1],
+                                "aspect": cfg.aspect_ratios[int(grid.nearest(*size, sizes[r]))]})
+    except AiprodError as err:
+        return [], str(err).replace(f"{path}: ", ""), []
+    return entries, None, warnings
+
+
+def _prepare_one(args: tuple) -> tuple[str, list[dict[str, Any]], str | None, list[str]]:
+    import multiprocessing
+
+    path, rel, caption, cfg, out = args
+    if multiprocessing.current_process().name != "MainProcess":
+        torch.set_num_threads(1)  # one video per worker process: no oversubscription
+    return (rel, *prepare_video(path, rel, caption, cfg, out))
+
+
+def prepare(videos: str | Path, out_dir: str | Path, cfg: PrepareConfig | None = None, *,
+            workers: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Cut every captioned video under ``videos`` into bucket-grid clips under ``out_dir``, ``workers``
+    videos at a time in worker processes (0: in this process). Returns a report
+    ``{"videos", "clips", "skipped": [(file, reason)], "warnings": [(file, text)], "out"}``."""
+    from tqdm import tqdm
 
     cfg = cfg or PrepareConfig()
     root, out = Path(videos), Path(out_dir)
@@ -155,60 +204,48 @@ def prepare(videos: str | Path, out_dir: str | Path, cfg: PrepareConfig | None =
     if meta_path.is_file() and json.loads(meta_path.read_text())["config"] != settings:
         raise AiprodError(f"{meta_path}: {out} was prepared with other settings; use a new OUT folder")
     meta_path.write_text(json.dumps({"format": "aiprod-prepared-clips/1", "config": settings}, indent=2) + "\n")
-    sizes = {r: grid.bucket_sizes(r, cfg.aspect_ratios) for r in cfg.resolutions}
-    report = {"videos": len(files), "clips": 0, "skipped": [], "out": str(out)}
+    report: dict[str, Any] = {"videos": len(files), "clips": 0, "skipped": [], "warnings": [], "out": str(out)}
     for e in done.values():
         report["clips"] += e.get("clips", 0)
         if e.get("skipped"):
             report["skipped"].append((e["source"], e["skipped"]))
-    for path in tqdm(files, desc="prepare", unit="video", disable=not progress):
+    jobs = []
+    for path in files:
         rel = path.relative_to(root).as_posix()
         if rel in done:
             continue
-        entries, reason = [], None
         caption = captions.get(rel)
         sidecar = path.with_suffix(".txt")
         if caption is None and sidecar.is_file():
             caption = sidecar.read_text(encoding="utf-8").strip()
-        if not caption:
-            reason = "no caption (a captions.jsonl line or a sidecar .txt)"
-        else:
-            try:
-                info = probe(path)
-                starts, reason = plan_video(info, cfg)
-                res_ok = [r for r in cfg.resolutions if cfg.upscale or covers(info.height, info.width, sizes[r])]
-                if not reason and not res_ok:
-                    reason = (f"{info.width}x{info.height} is smaller than every bucket of resolutions "
-                              f"{cfg.resolutions} (pass --upscale to cut it anyway)")
-                name = clip_name(rel)
-                for k, start in enumerate([] if reason else starts):
-                    try:
-                        window = read_window(path, start, cfg.frames, cfg.fps)
-                    except AiprodError as err:  # a container shorter than it says
-                        if not entries:
-                            raise
-                        reason = None
-                        report.setdefault("warnings", []).append((rel, str(err)))
-                        break
-                    for r in res_ok:
-                        size = sizes[r][int(grid.nearest(window.shape[1], window.shape[2], sizes[r]))]
-                        file = f"clips/{r}/{name}/{k:04d}.mp4"
-                        write_mp4(out / file, fit_to_bucket(window, size), cfg.fps, crf=cfg.crf, overwrite=True)
-                        entries.append({"file": file, "caption": caption, "source": rel, "start": round(start, 4),
-                                        "fps": cfg.fps, "frames": cfg.frames, "resolution": r,
-                                        "height": size[0], "width": size[1],
-                                        "aspect": cfg.aspect_ratios[int(grid.nearest(*size, sizes[r]))]})
-            except AiprodError as err:
-                reason = str(err).replace(f"{path}: ", "")
+        jobs.append((path, rel, caption, cfg, out))
+
+    def record(rel: str, entries: list[dict[str, Any]], reason: str | None, warnings: list[str]) -> None:
+        # a video's captions are written once all its clips are; then it is marked done (resume)
         with open(caps_path, "a", encoding="utf-8") as f:
             f.writelines(json.dumps(e) + "\n" for e in entries)
         if reason:
             with open(skip_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps({"source": rel, "reason": reason}) + "\n")
             report["skipped"].append((rel, reason))
+        report["warnings"] += [(rel, w) for w in warnings]
         with open(done_path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"source": rel, "clips": len(entries), "skipped": reason}) + "\n")
         report["clips"] += len(entries)
+
+    bar = tqdm(total=len(files), initial=len(files) - len(jobs), desc="prepare", unit="video", disable=not progress)
+    if workers > 0 and len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for result in pool.map(_prepare_one, jobs, chunksize=1):
+                record(*result)
+                bar.update()
+    else:
+        for job in jobs:
+            record(*_prepare_one(job))
+            bar.update()
+    bar.close()
     return report
 
 
