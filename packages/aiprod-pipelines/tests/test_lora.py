@@ -58,7 +58,7 @@ def test_unfused_fused_unfused_match_peft(tmp_path):
     assert len(lora.layers) == 4
     assert torch.allclose(base(x), expected, atol=1e-5)
     lora.fuse()
-    assert not lora._hooks and torch.allclose(base(x), expected, atol=1e-5)
+    assert not lora._deltas and torch.allclose(base(x), expected, atol=1e-5)
     lora.unfuse()
     assert torch.allclose(base(x), expected, atol=1e-5)
     lora.remove()
@@ -122,3 +122,62 @@ def test_pipeline_load_fuse_unfuse_with_demo_shdt(tmp_path):
     assert (fused - unfused).abs().max() < 1e-3
     pipe.unload_lora()
     assert (pipe.generate_videos(["a red circle"], **kw)[0] - base).abs().max() < 1e-4
+
+
+def test_adapter_exported_by_the_shdt_trainer_loads_and_matches_its_merged_model(tmp_path):
+    """`aiprod train` (mode lora) exports final/model (merged) and final/lora (peft): base + load_lora(final/lora)
+    gives the merged model's output, verified by the manifest the trainer now writes."""
+    shdt_train = pytest.importorskip("aiprod_shdt.train")
+    import yaml
+    from conftest import REPO
+
+    from aiprod_core.training import Trainer
+    from aiprod_shdt.model import SHDT
+    from aiprod_shdt.presets import PRESETS
+
+    torch.manual_seed(0)
+    base = SHDT(**PRESETS["tiny"])
+    with torch.no_grad():
+        for p in base.parameters():
+            if p.dim() > 1 and p.abs().sum() == 0:
+                p.normal_(0, 0.05)  # zero-initialised outputs would hide the adapters
+    base.save_pretrained(tmp_path / "base")
+    data = yaml.safe_load((REPO / "configs/train/tiny/shdt.yaml").read_text())
+    data.pop("recipe")
+    data.update(mode="lora", model={"preset": "tiny", "init_weights": str(tmp_path / "base")},
+                lora={"rank": 4, "alpha": 8}, curriculum=[{"resolution": 32, "frames": 1, "steps": 6, "batch_size": 2}])
+    data["train"].update(output_dir=str(tmp_path / "run"), max_steps=6, export_dtype="fp32", lr=1e-2,
+                         checkpoint_every=6, log_every=6)
+    cfg = shdt_train.SHDTTrainConfig.model_validate(data)
+    task = shdt_train.SHDTTask(cfg)
+    Trainer(cfg.train, task).fit()
+    final = tmp_path / "run" / "final"
+    assert (final / "lora" / "MANIFEST.json").is_file()
+    merged = SHDT.from_pretrained(final / "model").eval()
+    plain = SHDT.from_pretrained(tmp_path / "base").eval()
+    batch = task.eval_batch(torch.device("cpu"))
+    args = (batch["latents"], batch["sigma"], batch["text"], batch["text_mask"])
+    with torch.no_grad():
+        before = plain(*args)
+        lora = load_lora(plain, final / "lora", scale=1.0)
+        assert (plain(*args) - before).abs().max() > 1e-4  # the adapters moved
+        assert torch.allclose(plain(*args), merged(*args), atol=1e-5)
+        lora.fuse()
+        assert torch.allclose(plain(*args), merged(*args), atol=1e-5)
+
+
+def test_two_adapters_stack_and_come_off_independently(tmp_path):
+    f1, x, _ = export_adapter(tmp_path / "one")
+    f2, _, _ = export_adapter(tmp_path / "two", r=2, alpha=1.0)
+    base = Tiny()
+    plain = base(x)
+    l1 = load_lora(base, f1, 1.0)
+    only1 = base(x)
+    l2 = load_lora(base, f2, 1.0)
+    both = base(x)
+    l1.fuse()
+    assert torch.allclose(base(x), both, atol=1e-5)
+    l1.remove()  # unfuses l1; l2 stays applied
+    l2.remove()
+    assert torch.allclose(base(x), plain, atol=1e-5) and not torch.allclose(only1, both, atol=1e-4)
+    assert not any("parametrizations" in k for k in base.state_dict())

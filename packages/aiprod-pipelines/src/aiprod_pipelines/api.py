@@ -203,6 +203,8 @@ class Pipeline:
         from aiprod_core.store import atomic_dir, write_manifest
 
         folder = Path(folder)
+        if any(not lora.fused for lora in getattr(self, "loras", [])):
+            raise AiprodError("save_pretrained: fuse_lora() first (or unload_lora()): unfused adapters are not weights")
         parts = {}
         with atomic_dir(folder) as tmp:
             for key, module in self.components.items():

@@ -5,8 +5,9 @@ names, ``<module>.lora_A.<adapter>.weight [r, in]`` and ``<module>.lora_B.<adapt
 and ``adapter_config.json`` (``r``, ``lora_alpha``, ``target_modules``). The folder is verified
 against its ``MANIFEST.json`` like any weights folder (``aiprod manifest DIR`` writes one).
 
-Applied unfused, each adapted ``Linear`` gets a forward hook adding ``scale * alpha / r * B(A(x))``
-(Hu et al. 2021, https://arxiv.org/abs/2106.09685); :meth:`LoadedLora.fuse` folds
+Applied unfused, each adapted ``Linear``'s weight is parametrized as ``W + scale * alpha / r * B A``
+(Hu et al. 2021, https://arxiv.org/abs/2106.09685; a parametrization rather than a forward hook, so a
+model reading ``.weight`` directly sees it too); :meth:`LoadedLora.fuse` folds
 ``W += scale * alpha / r * B @ A`` into the weights (no extra matmuls while sampling) and
 :meth:`LoadedLora.unfuse` takes it out again.
 """
@@ -22,12 +23,34 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from aiprod_core.errors import AiprodError
 
 ADAPTER_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 _KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.(?:(?P<adapter>[^.]+)\.)?weight$")
+
+
+class _LoraDelta(nn.Module):
+    """Parametrization ``W -> W + k B A``: every read of the weight sees the adapter, however the model
+    uses it (a module call, or ``F.linear`` on a slice of ``.weight``)."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, k: float):
+        super().__init__()
+        self.register_buffer("a", a, persistent=False)
+        self.register_buffer("b", b, persistent=False)
+        self.k = k
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w + (self.k * (self.b.to(w.device, torch.float32) @ self.a.to(w.device, torch.float32))).to(w.dtype)
+
+
+def _raw_weight(linear: nn.Module) -> torch.Tensor:
+    """The stored weight tensor, under any parametrizations."""
+    if parametrize.is_parametrized(linear, "weight"):
+        return linear.parametrizations.weight.original
+    return linear.weight
 
 
 @dataclass
@@ -40,50 +63,49 @@ class LoadedLora:
     factor: float  # alpha / r
     layers: dict[str, tuple[torch.Tensor, torch.Tensor]]
     fused: bool = False
-    _hooks: list[Any] = field(default_factory=list)
-
-    def _delta(self, linear: nn.Linear, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return (self.scale * self.factor) * (b.float() @ a.float()).to(linear.weight.device)
+    _deltas: dict[str, _LoraDelta] = field(default_factory=dict)
 
     def attach(self) -> None:
-        """Unfused: a forward hook on every adapted Linear."""
+        """Unfused: a weight parametrization on every adapted Linear."""
         for name, (a, b) in self.layers.items():
-            linear = self.module.get_submodule(name)
-            k = self.scale * self.factor
-
-            def hook(mod, args, out, a=a, b=b, k=k):
-                x = args[0]
-                a_, b_ = a.to(x.device, x.dtype), b.to(x.device, x.dtype)
-                return out + k * ((x @ a_.t()) @ b_.t())
-
-            self._hooks.append(linear.register_forward_hook(hook))
+            delta = _LoraDelta(a, b, self.scale * self.factor)
+            parametrize.register_parametrization(self.module.get_submodule(name), "weight", delta, unsafe=True)
+            self._deltas[name] = delta
 
     def detach(self) -> None:
-        for h in self._hooks:
-            h.remove()
-        self._hooks = []
+        for name, delta in self._deltas.items():
+            linear = self.module.get_submodule(name)
+            plist = linear.parametrizations.weight
+            idx = next(i for i, m in enumerate(plist) if m is delta)
+            if len(plist) == 1:
+                parametrize.remove_parametrizations(linear, "weight", leave_parametrized=False)
+            else:
+                del plist[idx]
+        self._deltas = {}
 
     @torch.no_grad()
+    def _add(self, sign: float) -> None:
+        for name, (a, b) in self.layers.items():
+            w = _raw_weight(self.module.get_submodule(name))
+            d = (sign * self.scale * self.factor) * (b.float() @ a.float()).to(w.device)
+            w.copy_((w.float() + d).to(w.dtype))
+
     def fuse(self) -> None:
+        """Fold ``W += scale * alpha / r * B A`` into the stored weights (no extra work while sampling)."""
         if self.fused:
             return
         for name in self.layers:
-            w = self.module.get_submodule(name).weight
+            w = _raw_weight(self.module.get_submodule(name))
             if w.dtype.itemsize == 1 or type(w.data) is not torch.Tensor:
                 raise AiprodError(f"{self.path}: {name} holds quantized (FP8) weights; a LoRA is applied unfused there")
         self.detach()
-        for name, (a, b) in self.layers.items():
-            w = self.module.get_submodule(name).weight
-            w.copy_((w.float() + self._delta(self.module.get_submodule(name), a, b)).to(w.dtype))
+        self._add(+1.0)
         self.fused = True
 
-    @torch.no_grad()
     def unfuse(self) -> None:
         if not self.fused:
             return
-        for name, (a, b) in self.layers.items():
-            w = self.module.get_submodule(name).weight
-            w.copy_((w.float() - self._delta(self.module.get_submodule(name), a, b)).to(w.dtype))
+        self._add(-1.0)
         self.fused = False
         self.attach()
 
