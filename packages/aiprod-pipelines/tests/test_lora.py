@@ -122,6 +122,23 @@ def test_pipeline_load_fuse_unfuse_with_demo_shdt(tmp_path):
     assert (fused - unfused).abs().max() < 1e-3
     pipe.unload_lora()
     assert (pipe.generate_videos(["a red circle"], **kw)[0] - base).abs().max() < 1e-4
+    # the same adapter through a YAML: loras: [{path, scale}]
+    import yaml
+
+    from aiprod_core.pipeline import run_document
+    from aiprod_pipelines.media import read_mp4
+
+    doc = {"pipeline": "text-to-video", "prompt": "a red circle", "steps": 2, "guidance_scale": 4.0,
+           "text_encoder": {"name": "gemma3-lora", "weights": str(REPO / "weights/tiny/text_encoder")},
+           "denoiser": {"name": "shdt", "weights": str(REPO / "weights/tiny/shdt")},
+           "autoencoder": {"name": "hwvae", "weights": str(REPO / "weights/tiny/hwvae")}}
+    clips = {}
+    for name, loras in (("plain", []), ("lora", [{"path": str(folder), "scale": 1.0}])):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**doc, "output": str(tmp_path / f"{name}.mp4"),
+                                                               "loras": loras}))
+        clips[name] = read_mp4(run_document(tmp_path / f"{name}.yaml", device="cpu", quiet=True)).frames
+    diff = float(abs(clips["plain"].astype(float) - clips["lora"]).mean())
+    assert diff > 0.5, diff  # the adapter shows in the written clip
 
 
 def test_adapter_exported_by_the_shdt_trainer_loads_and_matches_its_merged_model(tmp_path):
