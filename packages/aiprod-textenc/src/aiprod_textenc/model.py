@@ -238,11 +238,14 @@ class Gemma3LoraTextEncoder(PretrainedMixin, nn.Module):
             mask[i, : len(r)] = True
         return ids, mask
 
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, *,
+                projection: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(embeddings [B, L, out_dim], mask)``. ``projection``: another head with this one's shapes to
+        read the base's features through (the text-encoder recipe's frozen anchor); default: this one's."""
         out = self.text_model(input_ids=input_ids, attention_mask=mask.long(), output_hidden_states=True,
                               use_cache=False)
         feats = torch.stack([out.hidden_states[i] for i in self.layer_ids])
-        return self.projection(feats, mask), mask
+        return (projection or self.projection)(feats, mask), mask
 
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(embeddings [B, L, out_dim], mask [B, L] bool)`` on the module's device; differentiable."""
