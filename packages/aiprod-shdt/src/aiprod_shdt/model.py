@@ -18,8 +18,12 @@ the output projection start at zero so every block starts as the identity (DiT).
 are RMS-normalised per head (QK-norm, https://arxiv.org/abs/2302.05442) which keeps bf16 attention
 logits bounded at long sequence lengths. Video tokens get 3D RoPE over (t, h, w); text tokens get no
 position (order is carried by the text encoder). Attention is ``F.scaled_dot_product_attention``
-(flash / memory-efficient kernels on GPU); text padding is masked as keys, and text columns padded
-in the whole batch are dropped first so that an unpadded batch runs with no mask (flash kernel).
+(flash / memory-efficient kernels on GPU); text columns padded in the whole batch are dropped first,
+and the remaining padding (at the end of each prompt) is handled by cutting the padded keys, per group of
+items with the same prompt length, so attention never needs a dense mask and keeps the fast kernels; a
+mask with holes falls back to a dense boolean mask. At inference (autograd off) all AdaLN modulations
+come from one matmul, RoPE writes into one buffer in the activations' dtype (no float32 copy of q and k)
+and the single-stream output projection runs without concatenating [attention; MLP].
 """
 
 from __future__ import annotations
@@ -107,7 +111,9 @@ class Modulation(nn.Module):
         self.lin = nn.Linear(dim, n * dim)
 
     def forward(self, vec: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.lin(F.silu(vec))[:, None, :].chunk(self.n, dim=-1))  # n x [B, 1, D]
+        pre = self.__dict__.get("_fused")  # set by SHDT.forward: every modulation of the model in one matmul
+        out = pre[1] if pre is not None and pre[0] is vec else self.lin(F.silu(vec))
+        return list(out[:, None, :].chunk(self.n, dim=-1))  # n x [B, 1, D]
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -119,9 +125,34 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch
     """SDPA over ``[B, heads, S, head_dim]``; ``key_mask [B, S]`` bool (True = attend) or None.
     ``num_video`` (how many leading tokens are video) is unused here; the context-parallel attention
     that :mod:`aiprod_shdt.parallel` swaps in for this function needs it."""
-    mask = None if key_mask is None else key_mask[:, None, None, :]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if key_mask is None:
+        out = F.scaled_dot_product_attention(q, k, v)
+    elif (groups := _prefix_groups(key_mask)) is None:  # holes in the mask: dense boolean mask
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+    elif len(groups) == 1:  # one key length for the whole batch: cut the padded keys, no mask
+        length, _ = groups[0]
+        out = F.scaled_dot_product_attention(q, k[:, :, :length], v[:, :, :length])
+    else:  # items grouped by key length, each group mask-free (the fast kernels stay in use)
+        out = q.new_empty(q.shape[:-1] + v.shape[-1:])
+        for length, idx in groups:
+            out[idx] = F.scaled_dot_product_attention(q[idx], k[idx, :, :length], v[idx, :, :length])
     return rearrange(out, "b h s d -> b s (h d)")
+
+
+def _prefix_groups(key_mask: torch.Tensor) -> list[tuple[int, torch.Tensor]] | None:
+    """``[(key length, item indices), ...]`` when every row of ``key_mask [B, S]`` is a run of True then
+    False (padding at the end), else None. Computed once per mask and kept on it: every block reuses it."""
+    cached = key_mask.__dict__.get("_aiprod_groups", False)
+    if cached is not False:
+        return cached
+    groups = None
+    if not key_mask.is_meta:
+        lengths = key_mask.sum(1)
+        prefix = torch.arange(key_mask.shape[1], device=key_mask.device)[None] < lengths[:, None]
+        if bool((prefix == key_mask).all()):
+            groups = [(int(n), (lengths == n).nonzero().flatten()) for n in lengths.unique().tolist()]
+    key_mask.__dict__["_aiprod_groups"] = groups
+    return groups
 
 
 def _norm(dim: int, eps: float) -> nn.LayerNorm:
@@ -138,6 +169,11 @@ class Rope:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # x [B, H, S, D], video tokens first
         if x.shape[2] == self.n:
             return apply_rope(x, self.cos, self.sin)
+        if not torch.is_grad_enabled():  # one output buffer, no concatenation
+            out = torch.empty_like(x, memory_format=torch.contiguous_format)
+            out[:, :, self.n :] = x[:, :, self.n :]
+            apply_rope(x[:, :, : self.n], self.cos, self.sin, out=out[:, :, : self.n])
+            return out
         return torch.cat([apply_rope(x[:, :, : self.n], self.cos, self.sin), x[:, :, self.n :]], dim=2)
 
 
@@ -185,8 +221,8 @@ class DualStreamBlock(nn.Module):
         vm, tm = self.video.mod(vec), self.text.mod(vec)
         qx, kx, vx = self.video.qkv_heads(x, vm[0], vm[1], self.heads)
         qc, kc, vc = self.text.qkv_heads(c, tm[0], tm[1], self.heads)
-        q = rope(torch.cat([qx, qc], dim=2))
-        k = rope(torch.cat([kx, kc], dim=2))
+        q = torch.cat([rope(qx), qc], dim=2)  # video tokens get positions, text none
+        k = torch.cat([rope(kx), kc], dim=2)
         out = self.attention(q, k, torch.cat([vx, vc], dim=2), key_mask, n)
         ax, ac = out[:, :n], out[:, n:]
         x = x + vm[2] * self.video.proj(ax)
@@ -224,7 +260,16 @@ class SingleStreamBlock(nn.Module):
         qkv, mlp = self.linear1(modulate(self.norm(h), shift, scale)).split([3 * self.dim, self.hidden], dim=-1)
         q, k, v = rearrange(qkv, "b s (k h d) -> k b h s d", k=3, h=self.heads)
         attn = self.attention(rope(self.q_norm(q)), rope(self.k_norm(k)), v, key_mask, rope.n)
-        return h + gate * self.linear2(torch.cat([attn, F.gelu(mlp, approximate="tanh")], dim=-1))
+        if torch.is_grad_enabled():
+            return h + gate * self.linear2(torch.cat([attn, F.gelu(mlp, approximate="tanh")], dim=-1))
+        # inference: linear2 of the concatenation as two matmuls into one buffer (no [attn; mlp] copy)
+        w = self.linear2.weight
+        if type(self.linear2) is nn.Linear and w.dtype == attn.dtype:
+            out = F.linear(attn, w[:, : self.dim], self.linear2.bias)
+            out += F.linear(F.gelu(mlp, approximate="tanh"), w[:, self.dim :])
+        else:  # a quantized linear2 keeps its own kernel
+            out = self.linear2(torch.cat([attn, F.gelu(mlp, approximate="tanh")], dim=-1))
+        return torch.addcmul(h, gate, out)
 
 
 class FinalLayer(nn.Module):
@@ -318,6 +363,25 @@ class SHDT(PretrainedMixin, nn.Module):
         pooled = (text * m).sum(1) / m.sum(1).clamp(min=1.0)  # masked mean; zeros for an empty prompt
         return vec + self.pooled_text_in(pooled.to(dtype))
 
+    def _fuse_modulations(self, vec: torch.Tensor) -> list[Modulation]:
+        """Inference: every AdaLN modulation of the model (2 per dual block, 1 per single block and the
+        final layer's) from one matmul over the concatenated weights, built once and cached until a
+        weight changes (key: identity and version counter). Quantized modulations keep their own path."""
+        mods = [m for m in self.modules() if isinstance(m, Modulation)]
+        if not mods or any(type(m.lin) is not nn.Linear or m.lin.weight.dtype != vec.dtype for m in mods):
+            return []
+        key = tuple((t.data_ptr(), t._version, t.device) for m in mods for t in (m.lin.weight, m.lin.bias))
+        cache = self.__dict__.get("_mod_cache")
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                w = torch.cat([m.lin.weight for m in mods]).contiguous()
+                b = torch.cat([m.lin.bias for m in mods])
+            self.__dict__["_mod_cache"] = cache = (key, w, b)
+        out = F.linear(F.silu(vec), cache[1], cache[2])
+        for m, o in zip(mods, out.split([m.lin.out_features for m in mods], dim=-1)):
+            m.__dict__["_fused"] = (vec, o)
+        return mods
+
     # -- forward --------------------------------------------------------------------------------
     def forward(self, latents: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                 guidance: torch.Tensor | None = None) -> torch.Tensor:
@@ -353,12 +417,15 @@ class SHDT(PretrainedMixin, nn.Module):
         if traced or not text_mask.all():
             key_mask = torch.cat([text_mask.new_ones(b, n), text_mask], dim=1)
         rope = Rope(angles)
+        fused = self._fuse_modulations(vec) if not torch.is_grad_enabled() else []
         for block in self.double_blocks:
             x, c = block(x, c, vec, rope, key_mask)
         hcat = torch.cat([x, c], dim=1)
         for block in self.single_blocks:
             hcat = block(hcat, vec, rope, key_mask)
         out = self.final(hcat[:, :n], vec)
+        for mod in fused:
+            del mod.__dict__["_fused"]
         if cp is not None:
             out = cp.gather(out, dim=1)
         return unpatchify(out, grid, p)

@@ -30,9 +30,19 @@ def rope_angles(grid: tuple[int, int, int], axes_dim: tuple[int, ...], theta: fl
     return torch.cat(parts, dim=-1)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved channel pairs of ``x [B, heads, N, head_dim]`` by ``cos/sin [N, head_dim/2]``."""
-    xf = x.float().unflatten(-1, (-1, 2))  # [B, H, N, D/2, 2]
-    x0, x1 = xf.unbind(-1)
-    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
-    return out.flatten(-2).to(x.dtype)
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotate interleaved channel pairs of ``x [B, heads, N, head_dim]`` by ``cos/sin [N, head_dim/2]``
+    (into ``out``, a tensor shaped like ``x``, when given and autograd is off)."""
+    x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)  # [B, H, N, D/2] each
+    if torch.is_grad_enabled() and x.requires_grad:  # autograd: plain ops (out= is not differentiable)
+        if x.dtype != cos.dtype:
+            x0, x1 = x0.float(), x1.float()
+        return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2).to(x.dtype)
+    if out is None:
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    o0, o1 = out.unflatten(-1, (-1, 2)).unbind(-1)
+    # written straight into the output in x's dtype: the products are formed in float32 element by element
+    # (cos/sin are float32), with no float32 copy of q and k and no stack
+    torch.mul(x0, cos, out=o0).addcmul_(x1, sin, value=-1)
+    torch.mul(x0, sin, out=o1).addcmul_(x1, cos)
+    return out
