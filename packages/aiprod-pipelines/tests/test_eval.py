@@ -95,8 +95,8 @@ def test_eval_video_autoencoder(cli, tmp_path, video_corpus):
         out = ae.decode(ae.encode(v))[0].detach().numpy().transpose(1, 2, 3, 0)
         scores.append(ev.psnr(f, np.clip((out + 1) * 127.5, 0, 255).round().astype(np.uint8)))
     assert report["psnr_db"] == pytest.approx(np.mean(scores), abs=1e-6)
-    assert 10 < report["psnr_db"] < 30 and report["floor"] == {
-        "metric": "psnr_db", "op": ">=", "floor": 30.0, "value": report["psnr_db"], "pass": False}
+    assert 10 < report["psnr_db"] < 30 and report["floor"] == {"pass": False, "checks": [
+        {"metric": "psnr_db", "op": ">=", "floor": 30.0, "value": report["psnr_db"], "pass": False}]}
     assert cli("eval", folder, video_corpus, "--check").exit_code == 1  # below the 30 dB floor
 
 
@@ -168,10 +168,17 @@ def test_eval_text_to_video_colour_hits(cli, tmp_path, video_corpus):
            "autoencoder": {"name": "dummy-ae", "preset": "tiny"}}
     path = tmp_path / "t2v.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    res = cli("eval", path, video_corpus, "--json", "--check")
+    res = cli("eval", path, video_corpus, "--json")
     assert res.exit_code == 0, res.output
     r = json.loads(res.output)
-    assert r["colour_hit_rate"] == 1.0 and r["reference_colour_hit_rate"] == 1.0 and r["clips"] == 4
+    assert r["colour_hit_rate"] == 1.0 and r["clips"] == 4
+    for k in ("colour", "direction", "shape"):  # the corpus' own clips pass every judge
+        assert r[f"reference_{k}_hit_rate"] == 1.0
+    checks = {c["metric"]: c["pass"] for c in r["floor"]["checks"]}
+    assert checks["colour_hit_rate"] and set(checks) == {"colour_hit_rate", "direction_hit_rate", "shape_hit_rate"}
+    # the dummy denoiser paints a still blob: the direction floor fails, and --check says so
+    assert r["direction_hit_rate"] == 0.0 and not checks["direction_hit_rate"] and not r["floor"]["pass"]
+    assert cli("eval", path, video_corpus, "--check").exit_code == 1
     blind = cli("eval", path, video_corpus, "--set", "denoiser.config.colour_blind=true", "--check")
     assert blind.exit_code == 1 and "colour_hit_rate" in blind.output and "FAIL" in blind.output
     assert not (tmp_path / "unused.mp4").exists()
@@ -204,3 +211,21 @@ def test_registered_through_the_entry_point():
     group = click.Group()
     reg.add_commands(group)
     assert "eval" in group.commands
+
+
+# -- the text-to-video judges on drawn clips ---------------------------------------------------------------
+@pytest.mark.parametrize("direction", ["left", "right", "up", "down"])
+@pytest.mark.parametrize("shape", ["circle", "square", "triangle"])
+def test_judges_read_rendered_clips(shape, direction):
+    from aiprod_pipelines.corpus import render_clip
+
+    for seed in range(3):
+        frames = render_clip("green", shape, direction, "chelsea", size=64, frames=17,
+                             rng=np.random.default_rng(seed))
+        assert ev.shown_colour(frames) == "green"
+        assert ev.shown_direction(frames, "green") == direction
+        assert ev.shown_shape(frames, "green") == shape
+        assert ev.shown_direction(frames[::-1], "green") != direction  # played backwards: the other way
+        still = np.repeat(frames[:1], 17, axis=0)
+        assert ev.shown_direction(still, "green") is None  # standing still is no direction
+        assert ev.shown_direction(frames, "red") is None and ev.shown_shape(frames, "red") is None  # absent

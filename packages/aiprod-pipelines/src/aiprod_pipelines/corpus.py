@@ -85,7 +85,9 @@ class CorpusConfig(StrictModel):
     size: int = Field(64, ge=16, description="frame side in pixels; a multiple of 16 (VAE x8, patch 2)")
     frames: int = Field(17, ge=1, description="frames per clip, 1 + 4k (the video autoencoder's x4 in time)")
     fps: int = Field(8, ge=1, le=120)
-    seed: int = 0
+    seed: int = Field(0, description="fixes the held-out combinations and, with draw_seed, every clip")
+    draw_seed: int = Field(0, ge=0, description="0: clips drawn from (seed, split, index); another value draws "
+                                                "fresh clips (photos, crops, sizes, paths) of the same combinations")
     colours: list[str] = Field(default_factory=lambda: ["red", "yellow", "green", "blue"])
     shapes: list[str] = Field(default_factory=lambda: list(SHAPES))
     directions: list[str] = Field(default_factory=lambda: list(DIRECTIONS))
@@ -218,7 +220,7 @@ def clip_plan(cfg: CorpusConfig, split: str) -> Iterator[dict[str, Any]]:
     sid = SPLITS.index(split)
     order = np.random.default_rng([cfg.seed, sid, 12345]).permutation(len(combos)) if combos else []
     for i in range(n):
-        rng = np.random.default_rng([cfg.seed, sid, i])
+        rng = np.random.default_rng([cfg.seed, sid, i] + ([cfg.draw_seed] if cfg.draw_seed else []))
         colour, shape, direction = combos[order[i % len(combos)]]
         photo = cfg.photos[int(rng.integers(len(cfg.photos)))]
         yield {"index": i, "file": f"clip_{i:05d}.mp4", "caption": caption(colour, shape, direction, photo),
@@ -285,7 +287,8 @@ def _cli_args(cfg: CorpusConfig) -> list[str]:
     default = CorpusConfig()
     args = []
     for name, flag in (("train_clips", "--train"), ("heldout_clips", "--heldout"), ("size", "--size"),
-                       ("frames", "--frames"), ("fps", "--fps"), ("seed", "--seed"), ("crf", "--crf")):
+                       ("frames", "--frames"), ("fps", "--fps"), ("seed", "--seed"), ("draw_seed", "--draw-seed"),
+                       ("crf", "--crf")):
         if getattr(cfg, name) != getattr(default, name):
             args += [flag, str(getattr(cfg, name))]
     for name in ("colours", "shapes", "directions", "photos"):
@@ -310,7 +313,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=64, help="frame side, multiple of 16 (default 64)")
     p.add_argument("--frames", type=int, default=17, help="frames per clip, 1 + 4k (default 17)")
     p.add_argument("--fps", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="fixes the held-out combinations (default 0)")
+    p.add_argument("--draw-seed", type=int, default=0,
+                   help="another value draws fresh clips of the same combinations (a re-drawn held-out set)")
     p.add_argument("--crf", type=int, default=0, help="x264 quality, 0 = lossless (default)")
     p.add_argument("--colours", help=f"comma-separated, among {','.join(PALETTE)} (default red,yellow,green,blue)")
     p.add_argument("--shapes", help=f"comma-separated, among {','.join(SHAPES)}")
@@ -322,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     data: dict[str, Any] = {"train_clips": a.train, "heldout_clips": a.heldout, "size": a.size, "frames": a.frames,
-                            "fps": a.fps, "seed": a.seed, "crf": a.crf, "heldout_per_colour": a.heldout_per_colour,
+                            "fps": a.fps, "seed": a.seed, "draw_seed": a.draw_seed, "crf": a.crf, "heldout_per_colour": a.heldout_per_colour,
                             "background_saturation": a.background_saturation}
     for name in ("colours", "shapes", "directions", "photos"):
         if getattr(a, name):
