@@ -330,3 +330,19 @@ def test_malformed_manifest_entries_are_one_line(saved):
     (folder / "MANIFEST.json").write_text(json.dumps(m))
     with pytest.raises(VerificationError, match="listed twice"):
         store.verify(folder)
+
+
+def test_unreadable_or_odd_json_is_one_line(saved, tmp_path):
+    _, folder = saved
+    cfg = folder / "config.json"
+    cfg.write_text('{"dim": 8, "_aiprod": [1]}')
+    with pytest.raises(weights.AiprodError, match="'_aiprod' must be an object") as err:
+        weights.read_config(folder)
+    _one_line(err)
+    cfg.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(weights.AiprodError, match="not valid JSON"):
+        weights.read_config(folder)
+    (folder / "MANIFEST.json").write_text("{" * 100_000)
+    with pytest.raises(VerificationError, match="not valid JSON") as err:
+        store.verify(folder)
+    _one_line(err)

@@ -171,7 +171,7 @@ def _read_cache() -> dict[str, str]:
         return {}
     try:
         data = json.loads(_cache_file().read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     if not isinstance(data, dict) or data.get("format") != STAMP_FORMAT or not isinstance(data.get("entries"), dict):
         return {}
@@ -204,6 +204,13 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
 
 def hash_files(paths: list[Path], force: bool = False, progress: bool = False) -> dict[Path, str]:
     """SHA-256 of each file, reusing cached digests of files whose stamp is unchanged."""
+    try:
+        return _hash_files(paths, force, progress)
+    except OSError as err:  # unreadable file: one line, not a traceback
+        raise VerificationError(f"{err.filename or '?'}: cannot read ({err.strerror or err})") from None
+
+
+def _hash_files(paths: list[Path], force: bool, progress: bool) -> dict[Path, str]:
     cache = {} if force else _read_cache()
     out: dict[Path, str] = {}
     changed = False
@@ -263,7 +270,7 @@ def _component_entry(folder: Path, root: Path) -> dict[str, Any] | None:
     cfg_path = folder / "config.json"
     try:
         meta = json.loads(cfg_path.read_text()).get("_aiprod")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     if not isinstance(meta, dict):
         return None
@@ -318,9 +325,11 @@ def find_root(folder: str | Path) -> Path | None:
 def _read_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
-    except ValueError as err:
-        raise VerificationError(f"{path}: not valid JSON ({err})") from None
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as err:
+        raise VerificationError(f"{path}: not valid JSON ({excerpt(str(err), 120)})") from None
+    except OSError as err:
+        raise VerificationError(f"{path}: cannot read ({err.strerror or err})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
         raise VerificationError(f"{path}: expected a mapping with a 'files' list")
     return manifest

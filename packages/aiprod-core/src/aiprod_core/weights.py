@@ -132,7 +132,7 @@ def weight_files(folder: str | Path) -> tuple[list[str], dict[str, str]]:
     if index_path.is_file():
         try:
             index = json.loads(index_path.read_text(encoding="utf-8"))
-        except (ValueError, OSError) as err:
+        except (ValueError, OSError, RecursionError) as err:
             raise AiprodError(f"{index_path}: not valid JSON ({clip(str(err), 120)})") from None
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         ties = (index.get("tied") or {}) if isinstance(index, dict) else {}
@@ -169,7 +169,7 @@ def read_safetensors_header(path: str | Path) -> dict[str, dict[str, Any]]:
         raise AiprodError(f"{path}: cannot read ({err.strerror or err})") from None
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise AiprodError(f"{path}: not a safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
         raise AiprodError(f"{path}: not a safetensors file (its header is not a JSON object)")
@@ -237,11 +237,15 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise AiprodError(f"{path}: missing (a component folder holds config.json + *.safetensors)")
     try:
-        data = json.loads(path.read_text())
-    except ValueError as err:
-        raise AiprodError(f"{path}: not valid JSON ({err})") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as err:
+        raise AiprodError(f"{path}: not valid JSON ({clip(str(err), 120)})") from None
+    except OSError as err:
+        raise AiprodError(f"{path}: cannot read ({err.strerror or err})") from None
     if not isinstance(data, dict):
         raise AiprodError(f"{path}: expected a JSON object")
+    if not isinstance(data.get("_aiprod", {}), (dict, type(None))):
+        raise AiprodError(f"{path}: '_aiprod' must be an object (kind, name, version, ...)")
     return data
 
 
