@@ -173,23 +173,66 @@ def test_openapi_and_page(server):
     assert code == 200 and b"<textarea id=\"prompt\"" in page
 
 
+def _drive_page(base, find, fill, click, wait_js, js):
+    """Type a prompt, submit, wait for the video; the same steps for Playwright and Selenium."""
+    fill("#token", TOKEN)
+    js("document.getElementById('token').dispatchEvent(new Event('change'))")
+    wait_js("document.querySelectorAll('#template option').length > 0")
+    fill("#prompt", "a green triangle moving down")
+    click("#go")
+    wait_js("!document.getElementById('video').hidden || document.getElementById('error').textContent !== ''")
+    assert js("return document.getElementById('error').textContent") in ("", None)
+    assert js("return document.getElementById('bar').value") == 1
+    assert js("return document.getElementById('video').src").startswith("blob:")
+    assert js("return document.getElementById('status').textContent").endswith("done")
+
+
 def test_page_in_headless_chromium(server):
-    """Optional: type a prompt, watch the progress bar, play the result (needs playwright + its Chromium)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    """Optional: the page at / in headless Chromium (Playwright with its browser, or Selenium with a system
+    chromium + chromedriver, e.g. Debian's `apt-get install chromium chromium-driver`)."""
+    import shutil
+
     base, _ = server
-    with sync_api.sync_playwright() as p:
-        try:
-            browser = p.chromium.launch()
-        except Exception as err:  # noqa: BLE001 - no browser binary on this machine
-            pytest.skip(f"headless Chromium not available: {err}")
-        page = browser.new_page()
-        page.goto(base + "/")
-        page.fill("#token", TOKEN)
-        page.dispatch_event("#token", "change")
-        page.wait_for_function("document.querySelectorAll('#template option').length > 0")
-        page.fill("#prompt", "a green triangle moving down")
-        page.click("#go")
-        page.wait_for_function("!document.getElementById('video').hidden", timeout=DEADLINE_S * 1000)
-        assert page.eval_on_selector("#bar", "b => b.value") == 1
-        assert page.eval_on_selector("#video", "v => v.src").startswith("blob:")
-        browser.close()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if sync_playwright is not None:
+        with sync_playwright() as p:
+            try:
+                browser = p.chromium.launch()
+            except Exception as err:  # noqa: BLE001 - no browser binary
+                pytest.skip(f"Playwright's Chromium is not installed: {err}")
+            page = browser.new_page()
+            page.goto(base + "/")
+            _drive_page(base, page.query_selector, page.fill, page.click,
+                        lambda expr: page.wait_for_function(expr, timeout=DEADLINE_S * 1000),
+                        lambda code: page.evaluate(f"() => {{ {code if 'return' in code else code + ';'} }}"))
+            browser.close()
+        return
+    webdriver = pytest.importorskip("selenium.webdriver", reason="neither playwright nor selenium is installed")
+    driver_path = shutil.which("chromedriver")
+    if driver_path is None:
+        pytest.skip("no chromedriver on PATH (apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    opts = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        driver.get(base + "/")
+
+        def fill(sel, text):
+            el = driver.find_element(By.CSS_SELECTOR, sel)
+            el.clear()
+            el.send_keys(text)
+
+        _drive_page(base, lambda sel: driver.find_element(By.CSS_SELECTOR, sel), fill,
+                    lambda sel: driver.find_element(By.CSS_SELECTOR, sel).click(),
+                    lambda expr: WebDriverWait(driver, DEADLINE_S).until(lambda d: d.execute_script(f"return {expr}")),
+                    lambda code: driver.execute_script(code if "return" in code else code + ";"))
+    finally:
+        driver.quit()
