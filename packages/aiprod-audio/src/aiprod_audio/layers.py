@@ -8,6 +8,12 @@ be multiples of the layer's stride (the codec guarantees this).
 
 Weight normalisation (Salimans & Kingma 2016) is written out as two plain parameters
 ``weight_g``/``weight_v`` so the state dict is simple and meta-device loading just assigns them.
+
+Inference fast path (issue 21), taken whenever autograd is off (``torch.no_grad``/``inference_mode``) and
+numerically the same pass: the weight-normalised kernel is computed once and cached until a parameter
+changes (keyed on the parameters' storage and version counter, so ``load_state_dict``, an optimizer
+step or ``.to()`` invalidate it); causal padding is done by the convolution itself (no padded copy of
+the input); Snake and the residual sum run in place. Training keeps the plain differentiable ops.
 """
 
 from __future__ import annotations
@@ -41,19 +47,29 @@ def _init_weight_norm(module: nn.Module, shape: tuple[int, ...], fan_in: int, no
 
 
 def _weight(module: nn.Module) -> torch.Tensor:
-    v = module.weight_v
-    return module.weight_g * v / v.norm(dim=module._norm_dims, keepdim=True).clamp_min(1e-12)
+    v, g = module.weight_v, module.weight_g
+    if torch.is_grad_enabled():
+        return g * v / v.norm(dim=module._norm_dims, keepdim=True).clamp_min(1e-12)
+    key = (v.data_ptr(), v._version, g.data_ptr(), g._version, v.dtype, v.device)
+    cache = module.__dict__.get("_weight_cache")
+    if cache is None or cache[0] != key:
+        with torch.inference_mode(False), torch.no_grad():  # a normal tensor: usable outside inference_mode
+            w = g * v / v.norm(dim=module._norm_dims, keepdim=True).clamp_min(1e-12)
+        module.__dict__["_weight_cache"] = cache = (key, w)
+    return cache[1]
 
 
 class CausalConv1d(StreamingModule):
     """Conv1d padded on the left by ``(k - 1) * d - (s - 1)`` (EnCodec's causal padding):
     for an input length divisible by ``stride`` the output length is ``N / stride``."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
+                 groups: int = 1):
         super().__init__()
-        _init_weight_norm(self, (out_channels, in_channels, kernel_size), in_channels * kernel_size, (1, 2))
+        fan_in = in_channels // groups * kernel_size
+        _init_weight_norm(self, (out_channels, in_channels // groups, kernel_size), fan_in, (1, 2))
         self.bias = nn.Parameter(torch.zeros(out_channels))
-        self.stride, self.dilation = stride, dilation
+        self.stride, self.dilation, self.groups = stride, dilation, groups
         self.pad = (kernel_size - 1) * dilation - (stride - 1)
         self._state: torch.Tensor | None = None
 
@@ -63,9 +79,14 @@ class CausalConv1d(StreamingModule):
                 self._state = x.new_zeros(x.shape[0], x.shape[1], self.pad)
             x = torch.cat([self._state, x], dim=-1)
             self._state = x[..., x.shape[-1] - self.pad :]
-        else:
+        elif not torch.is_grad_enabled() and self.pad > 0:
+            # let the convolution pad (both sides) and drop the right overhang: no padded copy of x
+            n_out = (x.shape[-1] - 1) // self.stride + 1
+            y = F.conv1d(x, _weight(self), self.bias, self.stride, self.pad, self.dilation, self.groups)
+            return y[..., :n_out]
+        elif self.pad:
             x = F.pad(x, (self.pad, 0))
-        return F.conv1d(x, _weight(self), self.bias, self.stride, dilation=self.dilation)
+        return F.conv1d(x, _weight(self), self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 class CausalConvTranspose1d(StreamingModule):
@@ -100,26 +121,37 @@ class Snake(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(x, torch.sin(self.alpha * x).square(), (self.alpha + 1e-9).reciprocal())
+        if torch.is_grad_enabled():
+            return torch.addcmul(x, torch.sin(self.alpha * x).square(), (self.alpha + 1e-9).reciprocal())
+        # same arithmetic with one buffer instead of three: ~2-3x faster on CPU (allocation-bound)
+        y = torch.mul(x, self.alpha)
+        y.sin_().square_()
+        return torch.addcmul(x, y, (self.alpha + 1e-9).reciprocal(), out=y)
 
 
 class ResidualUnit(nn.Module):
-    """Snake -> dilated causal conv (k=7) -> Snake -> 1x1 conv, plus the identity."""
+    """Snake -> dilated causal conv (k=7) -> Snake -> 1x1 conv, plus the identity.
 
-    def __init__(self, channels: int, dilation: int, kernel_size: int = 7):
+    ``depthwise=True`` makes the dilated conv depthwise (one filter per channel; the 1x1 conv still mixes
+    channels): about 8x fewer multiply-adds per unit. It is a different architecture (other weight shapes).
+    """
+
+    def __init__(self, channels: int, dilation: int, kernel_size: int = 7, depthwise: bool = False):
         super().__init__()
         out = CausalConv1d(channels, channels, 1)
         with torch.no_grad():
             out.weight_g.mul_(0.1)  # near-identity residual at init (Fixup, https://arxiv.org/abs/1901.09321)
         self.block = nn.Sequential(
             Snake(channels),
-            CausalConv1d(channels, channels, kernel_size, dilation=dilation),
+            CausalConv1d(channels, channels, kernel_size, dilation=dilation, groups=channels if depthwise else 1),
             Snake(channels),
             out,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.block(x)
+        if torch.is_grad_enabled():
+            return x + self.block(x)
+        return self.block(x).add_(x)
 
 
 class CausalLSTM(StreamingModule):

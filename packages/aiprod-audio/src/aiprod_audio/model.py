@@ -43,6 +43,9 @@ class NACConfig(StrictModel):
     lstm_layers: int = Field(2, description="LSTM layers at the bottleneck of encoder and decoder (0: none)")
     dilations: list[int] = Field([1, 3, 9], description="dilations of the residual units in each block")
     kernel_size: int = Field(7, description="kernel of the first/last convs and of the residual units")
+    depthwise_residual: bool = Field(
+        False, description="depthwise dilated convs in the residual units (~8x cheaper units; other weights)"
+    )
     num_codebooks: int = Field(8, description="RVQ stages (Q)")
     codebook_size: int = Field(1024, description="codes per codebook (K); 10 bits per code for 1024")
     codebook_dim: int = Field(8, description="dimension of the factorized look-up space (DAC uses 8)")
@@ -77,7 +80,7 @@ class Encoder(nn.Module):
         ch = cfg.encoder_dim
         layers: list[nn.Module] = [CausalConv1d(1, ch, cfg.kernel_size)]
         for s in cfg.strides:
-            layers += [ResidualUnit(ch, d, cfg.kernel_size) for d in cfg.dilations]
+            layers += [ResidualUnit(ch, d, cfg.kernel_size, cfg.depthwise_residual) for d in cfg.dilations]
             layers += [Snake(ch), CausalConv1d(ch, 2 * ch, 2 * s, stride=s)]
             ch *= 2
         if cfg.lstm_layers:
@@ -100,7 +103,7 @@ class Decoder(nn.Module):
         for s in reversed(cfg.strides):
             layers += [Snake(ch), CausalConvTranspose1d(ch, ch // 2, s)]
             ch //= 2
-            layers += [ResidualUnit(ch, d, cfg.kernel_size) for d in cfg.dilations]
+            layers += [ResidualUnit(ch, d, cfg.kernel_size, cfg.depthwise_residual) for d in cfg.dilations]
         out = CausalConv1d(ch, 1, cfg.kernel_size)
         with torch.no_grad():
             out.weight_g.mul_(0.5)  # start in tanh's linear range, not saturated
@@ -129,6 +132,7 @@ class NACCodec(PretrainedMixin, nn.Module):
         lstm_layers: int = 2,
         dilations: list[int] = (1, 3, 9),
         kernel_size: int = 7,
+        depthwise_residual: bool = False,
         num_codebooks: int = 8,
         codebook_size: int = 1024,
         codebook_dim: int = 8,
