@@ -100,3 +100,34 @@ def test_validate_never_crashes_and_reports_one_line_per_problem(text, sets, raw
         for line in lines:
             assert line.startswith("aiprod: error: "), line
             assert len(line) <= len("aiprod: error: ") + MAX_LINE
+
+
+@st.composite
+def safetensors_blobs(draw):
+    """Random bytes, or a JSON header (random entries) with a random length prefix and data."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=64))
+    import json
+
+    entry = st.fixed_dictionaries({}, optional={
+        "dtype": st.sampled_from(["F32", "BF16", "I8", "X9", 3]),
+        "shape": st.lists(st.integers(-2, 2**40), max_size=3),
+        "data_offsets": st.lists(st.integers(-1, 2**40), max_size=3)})
+    header = json.dumps(draw(st.dictionaries(st.text(max_size=5), st.one_of(entry, st.integers()), max_size=3)))
+    raw = header.encode()
+    n = draw(st.one_of(st.just(len(raw)), st.integers(0, 2**64 - 1)))
+    return n.to_bytes(8, "little") + raw + draw(st.binary(max_size=32))
+
+
+@settings(max_examples=100, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=safetensors_blobs())
+def test_malformed_safetensors_are_one_line(blob):
+    from aiprod_core.errors import AiprodError
+    from aiprod_core.weights import load_state_dict
+
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "model.safetensors").write_bytes(blob)
+        try:
+            load_state_dict(d)
+        except AiprodError as err:
+            assert "\n" not in str(err) and len(str(err)) < 600
