@@ -89,7 +89,9 @@ class AudioCodecTask(TrainTask):
         self.disc = CodecDiscriminator(cfg.discriminator)
         seg = int(round(cfg.data.segment_seconds * cfg.data.sample_rate))
         seg -= seg % codec.hop_length
-        self.data = AudioFolder(cfg.data.roots, cfg.data.sample_rate, max(seg, codec.hop_length))
+        # segment slots by epochs, disjoint across ranks, from the step alone (aiprod_core.data)
+        self.data = AudioFolder(cfg.data.roots, cfg.data.sample_rate, max(seg, codec.hop_length), seed=cfg.train.seed,
+                                grad_accum=cfg.train.grad_accum_steps)
         self.mel = MultiScaleMelLoss(codec.sample_rate, cfg.mel_windows, cfg.mel_bins)
         self.stft = MultiResolutionSTFTLoss(cfg.stft_ffts)
         files = find_audio_files(cfg.eval.roots or cfg.data.roots)[: cfg.eval.max_files]
@@ -103,7 +105,7 @@ class AudioCodecTask(TrainTask):
         return {"disc": self.cfg.disc_lr_scale}
 
     def make_batch(self, step: int, generator: torch.Generator) -> torch.Tensor:
-        return self.data.batch(self.cfg.train.batch_size, generator)
+        return self.data.batch(self.cfg.train.batch_size, generator, step=step)
 
     def train_step(self, wav: torch.Tensor, ctx: StepContext) -> dict[str, float]:
         w = self.cfg.loss
