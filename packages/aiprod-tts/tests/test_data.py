@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -59,6 +61,7 @@ def test_external_durations(tmp_path):
         read_durations(p, 3, 11)
 
 
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="system package espeak-ng not installed")
 def test_corpus_heldout_split_has_unseen_sentences(tmp_path):
     """make_tts_corpus --heldout: train/ and heldout/ are LJSpeech folders with disjoint sentences."""
     from aiprod_tts.corpus import make_corpus, make_sentences
