@@ -74,3 +74,14 @@ def test_million_items_steps_are_cheap():
         s.indices(step, 5)
     per_step = (time.perf_counter() - t) / 200
     assert per_step < 1e-3, per_step
+
+
+def test_step_indices_follow_accumulation_calls(monkeypatch):
+    from aiprod_core.data import StepIndices
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    s = StepIndices(24, batch_size=2, seed=9, grad_accum=3)
+    calls = [s(step) for step in (0, 0, 0, 1, 1, 1)]  # the trainer: grad_accum calls per step, in order
+    ref = EpochSampler(np.zeros(24, int), batch_size=2, world_size=2, seed=9, grad_accum=3)
+    assert calls == [ref.indices(step, 1, m) for step in (0, 1) for m in range(3)]

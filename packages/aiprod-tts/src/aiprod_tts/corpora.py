@@ -53,21 +53,13 @@ def load_corpora(roots: list[CorpusRoot]):
 
 
 class StepItems:
-    """The utterance indices this rank trains on at ``step`` (``grad_accum`` calls per step, in order)."""
+    """The utterance indices this rank trains on at ``step`` (``grad_accum`` calls per step, in order):
+    :class:`aiprod_core.data.StepIndices` over the corpus."""
 
     def __init__(self, n_items: int, batch_size: int, seed: int = 0, grad_accum: int = 1):
-        self.n, self.batch_size, self.seed, self.grad_accum = n_items, batch_size, seed, grad_accum
-        self._sampler = None
-        self._rank = 0
-        self._last = (-1, 0)
+        from aiprod_core.data import StepIndices
+
+        self._indices = StepIndices(n_items, batch_size, seed, grad_accum)
 
     def __call__(self, step: int) -> list[int]:
-        from aiprod_core.data import EpochSampler, rank_and_world
-
-        if self._sampler is None:
-            self._rank, world = rank_and_world()
-            self._sampler = EpochSampler([0] * self.n, batch_size=self.batch_size, world_size=world,
-                                         seed=self.seed, grad_accum=self.grad_accum)
-        micro = self._last[1] + 1 if self._last[0] == step else 0
-        self._last = (step, micro)
-        return self._sampler.indices(step, self._rank, micro % self.grad_accum)
+        return self._indices(step)

@@ -14,6 +14,6 @@
 
 from aiprod_core.data.index import Index, fingerprint_files
 from aiprod_core.data.loader import StepLoader
-from aiprod_core.data.sampler import EpochSampler, Permutation, rank_and_world
+from aiprod_core.data.sampler import EpochSampler, Permutation, StepIndices, rank_and_world
 
-__all__ = ["EpochSampler", "Index", "Permutation", "StepLoader", "fingerprint_files", "rank_and_world"]
+__all__ = ["EpochSampler", "Index", "Permutation", "StepIndices", "StepLoader", "fingerprint_files", "rank_and_world"]

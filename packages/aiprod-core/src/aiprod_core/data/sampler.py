@@ -160,3 +160,27 @@ def rank_and_world() -> tuple[int, int]:
     except ImportError:  # pragma: no cover
         pass
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+class StepIndices:
+    """What a recipe's ``make_batch(step, generator)`` asks for: the item indices this rank trains on at
+    ``step``, from an :class:`EpochSampler` over ``buckets`` (or ``n`` items in one bucket) built on first use
+    (when torch.distributed is up). With gradient accumulation the trainer calls ``make_batch`` ``grad_accum``
+    times per step, in order; each call gets the next micro-batch."""
+
+    def __init__(self, buckets: int | Sequence[int] | np.ndarray, batch_size: int, seed: int = 0,
+                 grad_accum: int = 1):
+        self.buckets = np.zeros(buckets, np.int64) if isinstance(buckets, int) else np.asarray(buckets)
+        self.batch_size, self.seed, self.grad_accum = batch_size, seed, grad_accum
+        self.sampler: EpochSampler | None = None
+        self.rank = 0
+        self._last = (-1, 0)
+
+    def __call__(self, step: int) -> list[int]:
+        if self.sampler is None:
+            self.rank, world = rank_and_world()
+            self.sampler = EpochSampler(self.buckets, batch_size=self.batch_size, world_size=world, seed=self.seed,
+                                        grad_accum=self.grad_accum)
+        micro = self._last[1] + 1 if self._last[0] == step else 0
+        self._last = (step, micro)
+        return self.sampler.indices(step, self.rank, micro % self.grad_accum)
