@@ -229,11 +229,14 @@ class Trainer(Checkpointing):
         self.check_in_sync()
         return {"step": cfg.max_steps, **last}
 
-    def weights_digest(self, full: bool = True) -> str:
-        """sha256 of every module's state (``full``: gathered DTensors, a collective; else local shards)."""
+    def weights_digest(self, full: bool = True, buffers: bool = True) -> str:
+        """sha256 of every module's state (``full``: gathered DTensors, a collective; else local shards;
+        ``buffers``: running statistics too, which DDP lets each rank update after its broadcast)."""
         h = hashlib.sha256()
         for name in sorted(self.ctx.raw):
-            for key, value in sorted(self.ctx.raw[name].state_dict().items()):
+            module = self.ctx.raw[name]
+            items = module.state_dict().items() if buffers else ((k, p.detach()) for k, p in module.named_parameters())
+            for key, value in sorted(items, key=lambda kv: kv[0]):
                 t = full_tensor(value) if full else value.detach().cpu()
                 h.update(f"{name}.{key}:{t.dtype}:{tuple(t.shape)}".encode())
                 h.update(t.contiguous().view(torch.uint8).numpy().tobytes())
@@ -257,7 +260,7 @@ class Trainer(Checkpointing):
         if self.world_size == 1 or self.strategy != "ddp":
             return  # FSDP2: each parameter shard lives on one rank only
         digests: list[Any] = [None] * self.world_size
-        dist.all_gather_object(digests, self.weights_digest(full=False))
+        dist.all_gather_object(digests, self.weights_digest(full=False, buffers=False))
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks ended with different weights ({self.world_size} ranks, digests "
                                f"{[d[:8] for d in digests]}): a forward bypassed the DDP wrapper")
