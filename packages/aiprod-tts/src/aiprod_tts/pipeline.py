@@ -14,7 +14,8 @@ _FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OG
 
 
 def write_audio(path: str | Path, wav, sample_rate: int) -> Path:
-    """Write mono float audio atomically; the format follows the extension (.wav, .flac, .ogg)."""
+    """Write mono float audio atomically; the format follows the extension (.wav, .flac, .ogg).
+    ``wav`` is one array/tensor or an iterable of them (a stream: each piece is written as it comes)."""
     import soundfile as sf
 
     from aiprod_core.store import atomic_path
@@ -23,9 +24,10 @@ def write_audio(path: str | Path, wav, sample_rate: int) -> Path:
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise AiprodError(f"{path}: unsupported audio extension {path.suffix!r} (use {', '.join(_FORMATS)})")
-    data = wav.detach().float().cpu().numpy() if hasattr(wav, "detach") else wav
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), data, sample_rate, format=fmt[0], subtype=fmt[1])
+    pieces = [wav] if hasattr(wav, "shape") else wav
+    with atomic_path(path) as tmp, sf.SoundFile(str(tmp), "w", sample_rate, 1, subtype=fmt[1], format=fmt[0]) as f:
+        for piece in pieces:
+            f.write(piece.detach().float().cpu().numpy() if hasattr(piece, "detach") else piece)
     return path
 
 
@@ -58,7 +60,10 @@ class TTSPipelineConfig(StrictModel):
 
 
 def speak(synth, text: str, controls: Controls):
-    return synth.synthesize(text, **controls.model_dump(exclude={"speaker"} if controls.speaker is None else set()))
+    """The synthesizer's stream of pieces (sentence by sentence) when it has one, else the whole wav."""
+    kw = controls.model_dump(exclude={"speaker"} if controls.speaker is None else set())
+    stream = getattr(synth, "synthesize_stream", None)
+    return stream(text, **kw) if stream is not None else synth.synthesize(text, **kw)
 
 
 def run_pipeline(config: TTSPipelineConfig, ctx) -> Path:

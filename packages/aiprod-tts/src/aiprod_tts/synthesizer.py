@@ -7,6 +7,7 @@ One module holds the text frontend's symbol inventory (in its config), the acous
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -152,7 +153,6 @@ class FastSpeech2HiFiGAN(PretrainedMixin, nn.Module):
             raise AiprodError(f"text {text[:40]!r}: nothing to say after normalisation")
         return torch.tensor(enc.ids, dtype=torch.long)
 
-    @torch.no_grad()
     def synthesize(self, text: str, *, speed: float = 1.0, pitch_shift: float = 0.0, pitch_scale: float = 1.0,
                    energy_scale: float = 1.0, speaker: int | None = None) -> torch.Tensor:
         """Speak ``text`` (any length): sentences synthesised one by one and joined with pauses.
@@ -160,6 +160,17 @@ class FastSpeech2HiFiGAN(PretrainedMixin, nn.Module):
         speed > 1 is faster; pitch_shift in semitones; pitch_scale widens (>1) or flattens (<1) the
         intonation; energy_scale multiplies loudness. Returns float32 CPU wav [N] in [-1, 1].
         """
+        return torch.cat(list(self.synthesize_stream(text, speed=speed, pitch_shift=pitch_shift,
+                                                     pitch_scale=pitch_scale, energy_scale=energy_scale,
+                                                     speaker=speaker))).contiguous()
+
+    @torch.no_grad()
+    def synthesize_stream(self, text: str, *, speed: float = 1.0, pitch_shift: float = 0.0,
+                          pitch_scale: float = 1.0, energy_scale: float = 1.0,
+                          speaker: int | None = None) -> Iterator[torch.Tensor]:
+        """:meth:`synthesize` as a stream: yields each sentence's float32 CPU wav (then its pause) as soon
+        as it is synthesised, so the first audio is out while the rest of a long text is still being
+        computed. The concatenation of the pieces is exactly :meth:`synthesize`'s result."""
         if speed <= 0 or pitch_scale < 0 or energy_scale <= 0:
             raise AiprodError(f"speed and energy_scale must be > 0 and pitch_scale >= 0 "
                               f"(got speed={speed}, pitch_scale={pitch_scale}, energy_scale={energy_scale})")
@@ -171,7 +182,7 @@ class FastSpeech2HiFiGAN(PretrainedMixin, nn.Module):
         if spk is not None and not 0 <= speaker < self.cfg.acoustic.n_speakers:
             raise AiprodError(f"speaker {speaker}: this voice has speakers 0..{self.cfg.acoustic.n_speakers - 1}")
         fade = int(0.005 * self.sample_rate)
-        pieces = []
+        said = False
         for i, enc in enumerate(self.frontend.encode_batch(sentences)):
             if not enc.ids:
                 continue
@@ -183,10 +194,10 @@ class FastSpeech2HiFiGAN(PretrainedMixin, nn.Module):
             ramp = torch.linspace(0, 1, min(fade, wav.numel() // 2))  # 5 ms fades: no clicks at the joins
             wav[: ramp.numel()] *= ramp
             wav[wav.numel() - ramp.numel():] *= ramp.flip(0)
-            pieces.append(wav)
+            said = True
+            yield wav.clamp_(-1, 1)
             if i < len(sentences) - 1:
                 pause = self.cfg.sentence_pause if sentences[i].rstrip()[-1:] in ".!?" else self.cfg.clause_pause
-                pieces.append(torch.zeros(int(pause / speed * self.sample_rate)))
-        if not pieces:
+                yield torch.zeros(int(pause / speed * self.sample_rate))
+        if not said:
             raise AiprodError(f"text {text[:40]!r}: no symbol of the model's inventory to say")
-        return torch.cat(pieces).clamp(-1, 1).contiguous()

@@ -44,8 +44,14 @@ class ResBlock(nn.Module):
                                     for _ in dilations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            for c1, c2 in zip(self.convs1, self.convs2):
+                x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU)), LRELU))
+            return x
+        # inference: the same ops in place on fresh buffers (the input x itself is never modified: the
+        # parallel blocks of the multi-receptive-field fusion all read it)
         for c1, c2 in zip(self.convs1, self.convs2):
-            x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU)), LRELU))
+            x = c2(F.leaky_relu_(c1(F.leaky_relu(x, LRELU)), LRELU)).add_(x)
         return x
 
 
@@ -72,7 +78,13 @@ class HiFiGANGenerator(nn.Module):
             x = up(F.leaky_relu(x, LRELU))
             # multi-receptive-field fusion: average of the parallel residual blocks
             blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]
-            x = sum(block(x) for block in blocks) / self.n_kernels
+            if torch.is_grad_enabled():
+                x = sum(block(x) for block in blocks) / self.n_kernels
+            else:  # accumulate in place
+                acc = blocks[0](x)
+                for block in blocks[1:]:
+                    acc.add_(block(x))
+                x = acc.div_(self.n_kernels)
         # the paper's final leaky ReLU uses the default slope 0.01
         return torch.tanh(self.conv_post(F.leaky_relu(x)))
 
