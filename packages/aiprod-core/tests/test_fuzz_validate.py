@@ -1,9 +1,11 @@
 """Property test: ``aiprod validate`` on random YAML documents and ``--set`` strings never crashes or hangs.
 
 Whatever the input: exit code 0 (a valid document) or 2, each stderr line one problem
-(``aiprod: error: ...``, bounded length), no traceback, and each example well under a second.
+(``aiprod: error: ...``, bounded length), no traceback, and each example well under a second;
+and what validate accepts, ``aiprod run`` runs.
 """
 
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 import toy
 import yaml
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from aiprod_core import registry
@@ -57,11 +59,22 @@ SNIPPETS = ["&a ", "*a", "<<: {x: 1}\n", "steps: 2\n", "[" * 200, "]", "{", ": "
             "!!python/object:os.system ", "? ", "%YAML 1.1\n", "---\n", "'", '"', "\\", "\n  "]
 
 
+valid_documents = st.fixed_dictionaries(
+    {"pipeline": st.just("toy"), "output": st.sampled_from(["o.txt", "sub/o.txt"]),
+     "model": st.fixed_dictionaries({"name": st.just("toy"), "preset": st.sampled_from(["tiny", "wide"])},
+                                    optional={"config": st.fixed_dictionaries(
+                                        {}, optional={"dim": st.integers(1, 64), "depth": st.integers(0, 3)})})},
+    optional={"steps": st.integers(1, 3)},
+)
+
+
 @st.composite
 def yaml_texts(draw):
-    kind = draw(st.integers(0, 2))
+    kind = draw(st.integers(0, 3))
     if kind == 0:
         return draw(st.text(max_size=200))
+    if kind == 3:  # a valid document (random --set strings may still break it)
+        return yaml.safe_dump(draw(valid_documents))
     text = yaml.safe_dump(draw(documents if kind == 1 else values), allow_unicode=True, width=1000)
     for _ in range(draw(st.integers(0, 3))):  # splice broken bits into a well-formed dump
         pos = draw(st.integers(0, len(text)))
@@ -81,12 +94,18 @@ set_strings = st.one_of(
                                                                   HealthCheck.too_slow])
 @given(text=yaml_texts(), sets=st.lists(set_strings, max_size=3), raw=st.booleans())
 def test_validate_never_crashes_and_reports_one_line_per_problem(text, sets, raw):
-    with tempfile.TemporaryDirectory() as d:
+    runner = CliRunner()
+    with tempfile.TemporaryDirectory() as d, contextlib.chdir(d):  # relative outputs land in a fresh folder
         path = Path(d) / "doc.yaml"
         path.write_bytes(text.encode("utf-8", "surrogatepass") if not raw else text.encode("latin-1", "replace"))
+        args = [str(path), *(f"--set={s}" for s in sets)]
         t0 = time.perf_counter()
-        res = CliRunner().invoke(cli, ["--quiet", "validate", str(path), *(f"--set={s}" for s in sets)])
+        res = runner.invoke(cli, ["--quiet", "validate", *args])
         elapsed = time.perf_counter() - t0
+        event(f"exit {res.exit_code}")
+        if res.exit_code == 0:  # what validate accepts, run runs
+            ran = runner.invoke(cli, ["--quiet", "run", *args])
+            assert ran.exit_code == 0, ran.output + ran.stderr
     out = res.output + res.stderr
     assert "Traceback" not in out
     assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
