@@ -165,8 +165,13 @@ class UpsamplerTask(TrainTask):
 
     def make_batch(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         n = self.cfg.train.batch_size
-        if self.pool is not None:
-            idx = torch.randint(self.pool["low"].shape[0], (n,), generator=generator)
+        if self.pool is not None:  # epochs over the pool, disjoint across ranks, from the step (aiprod_core.data)
+            if getattr(self, "_pool_indices", None) is None:
+                from aiprod_core.data import StepIndices
+
+                self._pool_indices = StepIndices(self.pool["low"].shape[0], n, self.cfg.train.seed,
+                                                 self.cfg.train.grad_accum_steps)
+            idx = torch.tensor(self._pool_indices(step))
             return {k: v[idx] for k, v in self.pool.items()}
         d = self.cfg.data
         h, w = d.height // NOMINAL_COMPRESSION, d.width // NOMINAL_COMPRESSION
