@@ -169,8 +169,12 @@ class TextEncoderTask(TrainTask):
         return {"prompt_ids": p_ids, "prompt_mask": p_mask, "caption_ids": c_ids, "caption_mask": c_mask}
 
     def make_batch(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        idx = torch.randint(len(self.pairs), (self.cfg.train.batch_size,), generator=generator)
-        return self._tokens([self.pairs[i] for i in idx.tolist()])
+        if getattr(self, "_indices", None) is None:  # epochs over the pairs, ranks disjoint (aiprod_core.data)
+            from aiprod_core.data import StepIndices
+
+            self._indices = StepIndices(len(self.pairs), self.cfg.train.batch_size, self.cfg.train.seed,
+                                        self.cfg.train.grad_accum_steps)
+        return self._tokens([self.pairs[i] for i in self._indices(step)])
 
     def teacher(self, ctx: StepContext, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The anchored target: the frozen base (LoRA off) through the frozen start-of-run projection."""
