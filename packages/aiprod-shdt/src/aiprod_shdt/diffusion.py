@@ -93,7 +93,8 @@ def _pad_to(t: torch.Tensor, m: torch.Tensor, length: int) -> tuple[torch.Tensor
 def sample(model, text: torch.Tensor, text_mask: torch.Tensor, latent_shape: tuple[int, ...], steps: int = 30,
            guidance_scale: float = 5.0, neg_text: torch.Tensor | None = None, neg_text_mask: torch.Tensor | None = None,
            seed: int = 0, progress: bool = True, method: str = "euler", first_frame: torch.Tensor | None = None,
-           guidance: float | None = None, flow: FlowConfig | None = None) -> torch.Tensor:
+           guidance: float | None = None, flow: FlowConfig | None = None,
+           first_frame_mode: str = "noised") -> torch.Tensor:
     """Generate normalised latents ``[B, *latent_shape]`` (``latent_shape = (C, T, H, W)``).
 
     ``guidance_scale`` > 1 enables classifier-free guidance (Ho & Salimans 2022): the conditional and
@@ -102,9 +103,13 @@ def sample(model, text: torch.Tensor, text_mask: torch.Tensor, latent_shape: tup
     is what training's text dropout teaches. ``guidance`` feeds a guidance-distilled model's embedding.
     ``first_frame [B, C, 1, H, W]`` (an encoded image) conditions on the first latent frame by
     replacement (SDEdit, Meng et al. 2022): before each model call that frame is set to the image noised
-    to the current sigma with a fixed noise, and to the clean image at the end. Noise is drawn on the
-    CPU from ``seed``, so results do not depend on the device.
+    to the current sigma with a fixed noise, and to the clean image at the end. ``first_frame_mode="clean"``
+    keeps that frame clean at every step instead: what a model pretrained with first-frame conditioning
+    (``first_frame.probability`` of the ``shdt`` recipe, LTX-Video / Wan image-to-video) has learnt.
+    Noise is drawn on the CPU from ``seed``, so results do not depend on the device.
     """
+    if first_frame_mode not in ("noised", "clean"):
+        raise ValueError(f"first_frame_mode {first_frame_mode!r}: expected 'noised' or 'clean'")
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     b = text.shape[0]
@@ -142,7 +147,7 @@ def sample(model, text: torch.Tensor, text_mask: torch.Tensor, latent_shape: tup
 
         def callback(x: torch.Tensor, s: float) -> torch.Tensor:
             x = x.clone()
-            x[:, :, :1] = (1 - s) * ff + s * n0
+            x[:, :, :1] = ff if first_frame_mode == "clean" else (1 - s) * ff + s * n0
             return x
 
     num_tokens = latent_shape[1] * (latent_shape[2] // model.patch_size) * (latent_shape[3] // model.patch_size)

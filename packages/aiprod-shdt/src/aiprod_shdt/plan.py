@@ -157,6 +157,7 @@ def forward_flops(s: Shapes, video_tokens: int, text_tokens: int) -> float:
 @dataclass
 class StagePlan:
     stage: int
+    kind: str  # "video", or "images" (the stage's image steps, T = 1)
     steps: int
     bucket: str  # largest bucket, e.g. "1024x576x97"
     video_tokens: int
@@ -228,13 +229,15 @@ def _model_config(cfg) -> tuple[dict[str, Any], int]:
     return {**PRESETS[cfg.model.preset], **cfg.model.config}, 4
 
 
-def make_plan(cfg, gpus: int, context_parallel: int = 1, gpu_memory_gib: float = 80.0,
+def make_plan(cfg, gpus: int, context_parallel: int | None = None, gpu_memory_gib: float = 80.0,
               peak_tflops: float = 989.0, mfu: float = 0.35, text_tokens: int | None = None,
               cuda: bool = True, name: str = "") -> Plan:
     """The plan of an :class:`aiprod_shdt.train.SHDTTrainConfig` on ``gpus`` GPUs."""
     from aiprod_shdt.data import bucket_sizes
     from aiprod_shdt.parallel import check_tokens, head_splits
 
+    if context_parallel is None:  # the recipe's own setting
+        context_parallel = getattr(cfg.train, "context_parallel", 1)
     if gpus < 1 or gpus % context_parallel:
         raise ValueError(f"--gpus {gpus} must be a positive multiple of --context-parallel {context_parallel}")
     config, stored = _model_config(cfg)
@@ -265,29 +268,35 @@ def make_plan(cfg, gpus: int, context_parallel: int = 1, gpu_memory_gib: float =
     text = text_tokens if text_tokens is not None else (
         cfg.data.text_tokens if cfg.data.source == "synthetic" else DEFAULT_TEXT_TOKENS)
     stages, pixel = [], VAE_SPATIAL * s.patch
+    images = getattr(cfg, "images", None)
+    fraction = images.fraction if images is not None else 0.0
     for i, st in enumerate(cfg.curriculum):
         sizes = bucket_sizes(st.resolution, st.aspect_ratios or cfg.data.aspect_ratios)
-        toks = [st.latent_frames * (h // pixel) * (w // pixel) for h, w in sizes]
-        j = max(range(len(toks)), key=toks.__getitem__)
-        video = toks[j]
-        for n, (h, w) in zip(toks, sizes):
-            check_tokens(n, context_parallel, f"stage {i} bucket {w}x{h}: ")
-        local = video // context_parallel
-        act = {ck: activation_memory(s, prec, local, text, st.batch_size, ck) for ck in (True, False)}
-        mem_gib = {k: v / GIB for k, v in states.items()}
-        mem_gib.update(activations_checkpointed=act[True] / GIB, activations_not_checkpointed=act[False] / GIB)
-        fixed = sum(states.values())
-        total = (fixed + act[t.activation_checkpointing]) / GIB
-        fwd = forward_flops(s, video, text)
-        model_flops = 3 * fwd * st.batch_size / context_parallel
-        hw_flops = (4 if t.activation_checkpointing else 3) * fwd * st.batch_size / context_parallel
-        step = hw_flops / (peak_tflops * 1e12 * mfu)
-        stages.append(StagePlan(
-            stage=i, steps=st.steps, bucket=f"{sizes[j][1]}x{sizes[j][0]}x{st.frames}", video_tokens=video,
-            text_tokens=text, batch=st.batch_size, memory_gib=mem_gib, total_gib=total,
-            total_checkpointed_gib=(fixed + act[True]) / GIB, total_not_checkpointed_gib=(fixed + act[False]) / GIB,
-            fits=total <= gpu_memory_gib * (1 - RESERVED), tflop_per_gpu_step=model_flops / 1e12, step_seconds=step,
-            stage_hours=step * st.steps / 3600))
+        rows = [("video", st.latent_frames, st.frames, st.batch_size, st.steps - round(fraction * st.steps))]
+        if fraction:  # joint image training: one latent frame, its own batch size
+            rows.append(("images", 1, 1, images.batch_size, round(fraction * st.steps)))
+        for kind, latent_frames, frames, batch, steps in rows:
+            toks = [latent_frames * (h // pixel) * (w // pixel) for h, w in sizes]
+            j = max(range(len(toks)), key=toks.__getitem__)
+            video = toks[j]
+            for n, (h, w) in zip(toks, sizes):
+                check_tokens(n, context_parallel, f"stage {i} bucket {w}x{h} ({kind}): ")
+            local = video // context_parallel
+            act = {ck: activation_memory(s, prec, local, text, batch, ck) for ck in (True, False)}
+            mem_gib = {k: v / GIB for k, v in states.items()}
+            mem_gib.update(activations_checkpointed=act[True] / GIB, activations_not_checkpointed=act[False] / GIB)
+            fixed = sum(states.values())
+            total = (fixed + act[t.activation_checkpointing]) / GIB
+            fwd = forward_flops(s, video, text)
+            model_flops = 3 * fwd * batch / context_parallel
+            hw_flops = (4 if t.activation_checkpointing else 3) * fwd * batch / context_parallel
+            step = hw_flops / (peak_tflops * 1e12 * mfu)
+            stages.append(StagePlan(
+                stage=i, kind=kind, steps=steps, bucket=f"{sizes[j][1]}x{sizes[j][0]}x{frames}", video_tokens=video,
+                text_tokens=text, batch=batch, memory_gib=mem_gib, total_gib=total,
+                total_checkpointed_gib=(fixed + act[True]) / GIB, total_not_checkpointed_gib=(fixed + act[False]) / GIB,
+                fits=total <= gpu_memory_gib * (1 - RESERVED), tflop_per_gpu_step=model_flops / 1e12,
+                step_seconds=step, stage_hours=step * steps / 3600))
     return Plan(recipe=name, mode=cfg.mode, parameters=s.params, trainable=trainable, gpus=gpus,
                 context_parallel=context_parallel, strategy=t.strategy, checkpointing=t.activation_checkpointing,
                 gpu_memory_gib=gpu_memory_gib, peak_tflops=peak_tflops, mfu=mfu, stages=stages)
@@ -300,16 +309,18 @@ def format_plan(plan: Plan) -> str:
         f"{plan.gpus} GPUs x {plan.gpu_memory_gib:.1f} GiB, {plan.strategy}"
         + (f", context parallel {k} (data parallel {plan.gpus // k})" if k > 1 else "")
         + f", activation checkpointing {'on' if plan.checkpointing else 'off'}",
+        f"clips per step: batch x {plan.gpus // k} data-parallel groups"
+        + (f" (each clip split over {k} GPUs: multiply batch_size by K to keep the global batch)" if k > 1 else ""),
         f"time at {plan.mfu:.0%} MFU of {plan.peak_tflops:.0f} TFLOP/s per GPU (measure it: benchmarks/gpu_check.py)",
         "",
-        "per GPU, GiB:                      params grads optim   ema  fsdp | act ckpt / none | total ckpt / none"
+        "per GPU, GiB (v: video, i: image steps)      params grads optim   ema  fsdp | act ckpt / none | total ckpt / none"
         " | TFLOP/GPU s/step  hours",
     ]
     for sp in plan.stages:
         m = sp.memory_gib
         flag = "" if sp.fits else f"  DOES NOT FIT ({sp.total_gib:.1f} GiB as configured)"
         lines.append(
-            f"stage {sp.stage} {sp.bucket:>13} {sp.video_tokens:>6}+{sp.text_tokens:<3} b{sp.batch}: "
+            f"stage {sp.stage} {sp.kind[0]} {sp.bucket:>13} {sp.video_tokens:>6}+{sp.text_tokens:<3} b{sp.batch:<2}: "
             f"{m['parameters']:6.1f} {m['gradients']:5.1f} {m['optimizer']:5.1f} {m['ema']:5.1f} {m['fsdp_buffers']:5.1f} | "
             f"{m['activations_checkpointed']:6.1f} {m['activations_not_checkpointed']:7.1f} | "
             f"{sp.total_checkpointed_gib:6.1f} {sp.total_not_checkpointed_gib:7.1f} | "
@@ -326,8 +337,8 @@ def _command():
     @click.argument("recipe", type=click.Path(path_type=Path))
     @click.option("--gpus", type=click.IntRange(min=1), required=True, help="GPUs of the run (all nodes).")
     @click.option("--gpu-memory", default="80GB", show_default=True, help="Memory of one GPU (80GB, 141GB).")
-    @click.option("--context-parallel", type=click.IntRange(min=1), default=1, show_default=True,
-                  help="Ranks sharing one sample's sequence (train.context_parallel).")
+    @click.option("--context-parallel", type=click.IntRange(min=1), default=None,
+                  help="Ranks sharing one sample's sequence (default: the recipe's train.context_parallel).")
     @click.option("--text-tokens", type=click.IntRange(min=1), default=None,
                   help=f"Prompt tokens (default: the synthetic data's, else {DEFAULT_TEXT_TOKENS}).")
     @click.option("--gpu-tflops", type=float, default=989.0, show_default=True,
