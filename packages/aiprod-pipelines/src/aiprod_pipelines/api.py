@@ -283,19 +283,30 @@ def _is_quantized(module: torch.nn.Module) -> bool:
     return any(p.dtype.itemsize == 1 or type(p.data) is not torch.Tensor for p in module.parameters())
 
 
+def _move_own(m: torch.nn.Module, device: torch.device | str) -> None:
+    """Move the module's *own* parameters and buffers (not its children's), in place."""
+    for p in m.parameters(recurse=False):
+        p.data = p.data.to(device)
+    for name, buf in m.named_buffers(recurse=False):
+        if buf is not None:
+            m._buffers[name] = buf.to(device)
+
+
 def _sequential_hooks(module: torch.nn.Module, device: torch.device) -> list[Any]:
-    """Forward hooks moving each leaf module's own tensors to ``device`` and back to the CPU after."""
+    """Forward hooks moving each module's own tensors to ``device`` for its forward, back to the CPU after
+    (accelerate-style). A model that reads another module's ``.weight`` outside that module's forward (SHDT's
+    fused AdaLN path does) needs ``offload: model`` on a GPU; on the CPU both are the same."""
     hooks = []
     for sub in module.modules():
-        if next(sub.children(), None) is not None or next(sub.parameters(recurse=False), None) is None:
+        if next(sub.parameters(recurse=False), None) is None and next(sub.buffers(recurse=False), None) is None:
             continue
 
         def pre(m, args, kwargs):
-            m.to(device)
+            _move_own(m, device)
             return tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args), kwargs
 
         def post(m, args, out):
-            m.to("cpu")
+            _move_own(m, "cpu")
             return out
 
         hooks.append(sub.register_forward_pre_hook(pre, with_kwargs=True))
