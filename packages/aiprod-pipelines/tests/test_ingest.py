@@ -151,3 +151,30 @@ def test_prepare_command_line(tmp_path):
     assert bad.exit_code == 2 and "frames must be 1 + 4k" in bad.output and "Traceback" not in bad.output
     missing = CliRunner().invoke(cli, ["data", "prepare", str(tmp_path / "nothing"), str(tmp_path / "o3")])
     assert missing.exit_code == 2 and "not a folder of videos" in missing.output
+
+
+def test_cache_names_and_skips_a_clip_that_is_not_1_plus_4k_frames(tmp_path, capsys):
+    pytest.importorskip("aiprod_hwvae")
+    pytest.importorskip("aiprod_textenc")
+    pytest.importorskip("aiprod_shdt")
+    import torch
+
+    from aiprod_core.data.shards import ShardReader
+    from aiprod_core.registry import get_registry
+    from aiprod_pipelines.latent_cache import cache_corpus
+
+    split = tmp_path / "split"
+    _video(split / "good.mp4", 5, 10, (32, 48))
+    _video(split / "bad.mp4", 6, 10, (32, 48))
+    (split / "captions.jsonl").write_text(json.dumps({"file": "good.mp4", "caption": "good"}) + "\n"
+                                          + json.dumps({"file": "bad.mp4", "caption": "bad"}) + "\n")
+    reg = get_registry()
+    torch.manual_seed(0)
+    vae = reg.component("video-autoencoder", "hwvae").build("tiny").save_pretrained(tmp_path / "vae")
+    enc = reg.component("text-encoder", "gemma3-lora").build("tiny").save_pretrained(tmp_path / "enc")
+    assert cache_corpus(split, tmp_path / "shards", vae, enc, device="cpu", progress=False) == 1
+    err = capsys.readouterr().err
+    assert "bad.mp4" in err and "6 frames" in err and "1 + 4k" in err
+    assert json.loads((tmp_path / "shards" / "skipped.r000.jsonl").read_text())["file"] == "bad.mp4"
+    reader = ShardReader(tmp_path / "shards")
+    assert reader.index["key"].tolist() == ["48-good"] and reader[0]["latents"].shape == (16, 2, 4, 6)
