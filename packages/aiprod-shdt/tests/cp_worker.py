@@ -76,8 +76,14 @@ def worker(rank: int, world: int, init: str, out_dir: str) -> None:
         model.set_activation_checkpointing(False)
 
         # sampling: CFG batch of 2, Heun, padded prompt; every rank ends with the whole clip
+        import os
+
         from aiprod_shdt.diffusion import sample
-        from aiprod_shdt.parallel import remove_context_parallel
+        from aiprod_shdt.parallel import context_parallel_from_env, remove_context_parallel
+
+        remove_context_parallel(model)
+        os.environ["WORLD_SIZE"] = str(world)  # what torchrun sets: inference joins the existing group
+        assert context_parallel_from_env(model, torch.device("cpu")) is not None
 
         text, mask = inputs[2], inputs[3]
         kw = dict(latent_shape=(16, 2, 8, 8), steps=3, guidance_scale=4.0, seed=5, progress=False, method="heun")

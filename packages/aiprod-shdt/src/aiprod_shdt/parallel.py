@@ -162,6 +162,19 @@ def remove_context_parallel(model: nn.Module) -> None:
         block.attention = attention
 
 
+def context_parallel_from_env(model: nn.Module, device: torch.device) -> ContextParallel | None:
+    """Inference across GPUs: under ``torchrun --nproc_per_node K`` (K ranks, one clip), join the process
+    group (NCCL on CUDA, gloo on the CPU) and split ``model``'s tokens over all K ranks; every rank then
+    runs the same pipeline with the same seed and ends with the whole clip. A no-op in one process."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return apply_context_parallel(model, dist.group.WORLD)
+
+
 # -- device mesh -------------------------------------------------------------------------------------
 def context_parallel_mesh(cp: int, device_type: str):
     """The 2-D ``(dp, cp)`` device mesh over the world: ranks ``r`` with the same ``r // cp`` form one
