@@ -46,6 +46,9 @@ def test_save_and_load_a_pipeline_folder(dummy_pipe, tmp_path):
     assert spec["pipeline"] == "text-to-video" and set(spec["components"]) == {"text_encoder", "denoiser",
                                                                                "autoencoder", "speech"}
     again = TextToVideoPipeline.from_pretrained(folder)
+    from aiprod_pipelines import Pipeline
+
+    assert type(Pipeline.from_pretrained(folder)) is TextToVideoPipeline  # the class pipeline.json names
     a = dummy_pipe("a blue circle", seed=3, progress=False)
     b = again("a blue circle", seed=3, progress=False)
     assert np.array_equal(a.frames[0], b.frames[0]) and again.defaults["num_frames"] == 9

@@ -161,7 +161,9 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, force_verify: bool = False, **overrides: Any) -> Pipeline:
-        """Load a pipeline folder (verified), or a single component folder for one-component pipelines."""
+        """Load a pipeline folder (verified), or a single component folder for one-component pipelines.
+
+        ``Pipeline.from_pretrained(folder)`` returns the class its ``pipeline.json`` names."""
         from aiprod_core.weights import load_component, read_config
 
         folder = Path(os.path.expanduser(str(folder)))
@@ -175,6 +177,12 @@ class Pipeline:
                 return cls(**{keys[0]: module}, **overrides)
         verify_pipeline_json(folder, force_verify)
         spec = read_pipeline_json(folder)
+        if cls is Pipeline:  # Pipeline.from_pretrained: the class pipeline.json names
+            kind = spec.get("pipeline")
+            if kind not in PIPELINES:
+                raise AiprodError(f"{folder / PIPELINE_FILE}: pipeline {kind!r} unknown (known: {', '.join(PIPELINES)})")
+            return PIPELINES[kind].from_pretrained(folder, device=device, dtype=dtype, force_verify=force_verify,
+                                                   **overrides)
         parts = spec["components"]
         loaded: dict[str, Any] = {}
         for key in cls.component_kinds:
