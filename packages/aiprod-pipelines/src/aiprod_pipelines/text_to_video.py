@@ -116,7 +116,8 @@ class TextToVideoConfig(StrictModel):
     guidance_scale: float = Field(4.0, ge=0, description="classifier-free guidance; 1 = off")
     sampler: str = Field("euler", description="a registered sampler component: euler | heun | dpm++2m")
     batch_size: int = Field(1, ge=1, description="prompts sampled together")
-    image: str | None = Field(None, description="first frame to keep (an image file, resized to width x height)")
+    image: str | None = Field(None, description="first frame to keep (an image file, resized to width x height)",
+                              json_schema_extra={"aiprod_path": "input"})
     loras: list[LoraRef] = Field([], description="LoRA adapters for the denoiser: [{path, scale}]")
     offload: Literal["model", "sequential"] | None = Field(
         None, description="keep components on the CPU, moving each (model) or each layer (sequential) "
