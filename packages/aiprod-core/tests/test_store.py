@@ -346,3 +346,14 @@ def test_unreadable_or_odd_json_is_one_line(saved, tmp_path):
     with pytest.raises(VerificationError, match="not valid JSON") as err:
         store.verify(folder)
     _one_line(err)
+
+
+def test_meta_device_skips_initialisers_and_restores_them():
+    original = torch.nn.init.normal_
+    with weights.meta_device():
+        emb = torch.nn.Embedding(10, 4)
+        assert torch.nn.init.normal_ is not original
+    assert emb.weight.is_meta and torch.nn.init.normal_ is original
+    with pytest.raises(RuntimeError), weights.meta_device():
+        raise RuntimeError("boom")
+    assert torch.nn.init.normal_ is original

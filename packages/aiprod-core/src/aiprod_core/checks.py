@@ -150,16 +150,14 @@ def _reads_files(cfg: dict[str, Any]) -> bool:
 
 
 def _meta_build(spec: Any, kwargs: dict[str, Any]) -> Any:
-    import torch
-
     from aiprod_core.config import validate
-    from aiprod_core.weights import PretrainedMixin
+    from aiprod_core.weights import PretrainedMixin, meta_device
 
     factory = spec.load_factory()
     if not (isinstance(factory, type) and issubclass(factory, PretrainedMixin)):
         return None  # only PretrainedMixin promises a meta-device build
     cfg = validate(spec.load_config_model(), kwargs, source=f"{spec.kind} {spec.name!r}")
-    with torch.device("meta"):
+    with meta_device():
         return factory(**cfg.model_dump())
 
 

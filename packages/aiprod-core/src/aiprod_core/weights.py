@@ -8,6 +8,7 @@ loaded tensors, so memory is never doubled.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -31,6 +32,29 @@ INDEX = "model.safetensors.index.json"
 CONFIG = "config.json"
 
 T = TypeVar("T", bound="PretrainedMixin")
+
+
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+                   "sparse_")
+
+
+@contextlib.contextmanager
+def meta_device():
+    """Build modules on the meta device without running ``torch.nn.init`` (there are no values to fill).
+
+    Besides being pointless on meta, some initialisers (``normal_``) go through a Python reference
+    implementation whose first call imports ``torch._dynamo`` (seconds).
+    """
+    saved = {name: getattr(torch.nn.init, name) for name in _INIT_FUNCTIONS if hasattr(torch.nn.init, name)}
+    try:
+        for name in saved:
+            setattr(torch.nn.init, name, lambda tensor, *a, **k: tensor)
+        with torch.device("meta"):
+            yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
 
 
 def parse_size(size: int | str) -> int:
@@ -397,7 +421,7 @@ class PretrainedMixin:
             module.eval()  # type: ignore[attr-defined]
             return module
         cfg = cls.load_config(folder)
-        with torch.device("meta"):
+        with meta_device():
             module = cls.from_config(cfg)
         state = load_state_dict(folder, device=device)
         module._load_pretrained_state(state, folder)  # type: ignore[attr-defined]
