@@ -357,3 +357,20 @@ def test_meta_device_skips_initialisers_and_restores_them():
     with pytest.raises(RuntimeError), weights.meta_device():
         raise RuntimeError("boom")
     assert torch.nn.init.normal_ is original
+
+
+def test_git_folder_is_skipped_and_hidden_shards_are_refused(saved, tmp_path):
+    _, folder = saved
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    store.verify(folder)  # a clone's history is not part of the weights
+    assert ".git/HEAD" not in (folder / "CHECKSUMS.sha256").read_text()
+    sharded = tmp_path / "sh"
+    Toy(dim=32, depth=4).save_pretrained(sharded, max_shard_size=5000)
+    index = json.loads((sharded / weights.INDEX).read_text())
+    name = sorted(set(index["weight_map"].values()))[0]
+    (sharded / name).rename(sharded / f".{name}")
+    index["weight_map"] = {k: (f".{v}" if v == name else v) for k, v in index["weight_map"].items()}
+    (sharded / weights.INDEX).write_text(json.dumps(index))
+    with pytest.raises(weights.AiprodError, match="inside this folder"):
+        weights.load_state_dict(sharded)

@@ -243,7 +243,7 @@ def _quiet() -> bool:
 
 # -- manifest --------------------------------------------------------------------------
 def _walk(root: Path) -> list[Path]:
-    """Every file below ``root`` (hidden ones too) but the root's own MANIFEST/CHECKSUMS.
+    """Every file below ``root`` (hidden ones too, ``.git`` folders aside) but the root's own MANIFEST/CHECKSUMS.
 
     A symbolic link is refused: a file is verified at the path the manifest lists, never
     through a link to somewhere else (e.g. a sibling component's file). The stamp cache is
@@ -256,7 +256,8 @@ def _walk(root: Path) -> list[Path]:
         for name in [*dirnames, *filenames]:
             if (here / name).is_symlink():
                 raise VerificationError(f"{here / name}: is a symbolic link; a weights folder holds real files only")
-        dirnames[:] = sorted(d for d in dirnames if (here / d).absolute() != cache)
+        # a clone's .git holds history no loader reads (shard names cannot contain '/'); skip it
+        dirnames[:] = sorted(d for d in dirnames if (here / d).absolute() != cache and d != ".git")
         for name in sorted(filenames):
             p = here / name
             rel = p.relative_to(root).as_posix()

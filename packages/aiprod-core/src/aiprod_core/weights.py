@@ -165,7 +165,7 @@ def weight_files(folder: str | Path) -> tuple[list[str], dict[str, str]]:
         files = sorted({str(v) for v in weight_map.values()} if all(isinstance(v, str) for v in weight_map.values())
                        else {excerpt(v) for v in weight_map.values()})
         for name in files:
-            if not _plain_name(name) or not name.endswith(".safetensors"):
+            if not _plain_name(name) or not name.endswith(".safetensors") or name.startswith("."):
                 raise AiprodError(f"{index_path}: weight_map names {excerpt(name, 100)}; expected a .safetensors "
                                   "file name inside this folder")
             if (folder / name).is_symlink() or not (folder / name).is_file():
