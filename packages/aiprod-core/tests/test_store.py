@@ -364,7 +364,11 @@ def test_git_folder_is_skipped_and_hidden_shards_are_refused(saved, tmp_path):
     (folder / ".git").mkdir()
     (folder / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     store.verify(folder)  # a clone's history is not part of the weights
+    store.write_manifest(folder)
     assert ".git/HEAD" not in (folder / "CHECKSUMS.sha256").read_text()
+    (folder / ".gitattributes").write_text("*.safetensors filter=lfs\n")  # other hidden files are checked
+    with pytest.raises(VerificationError, match="not listed"):
+        store.verify(folder)
     sharded = tmp_path / "sh"
     Toy(dim=32, depth=4).save_pretrained(sharded, max_shard_size=5000)
     index = json.loads((sharded / weights.INDEX).read_text())
