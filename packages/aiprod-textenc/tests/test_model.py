@@ -108,7 +108,7 @@ def trained(tiny_base, tmp_path_factory):
         model=ModelSection(preset="tiny", config={"random_base": False, "base_path": str(tiny_base)}),
         data=DataSection(source="jsonl", train_jsonl=str(jsonl), eval_size=8),
         train=TrainConfig(output_dir=str(root / "run"), max_steps=30, batch_size=4, lr=3e-3, warmup_steps=3,
-                          checkpoint_every=100, log_every=5, device="cpu", progress=False))
+                          checkpoint_every=100, log_every=5, device="cpu", progress=False, export_dtype="fp32"))
     task = TextEncoderTask(cfg)
     trainer = Trainer(cfg.train, task)
     trainer.fit()
