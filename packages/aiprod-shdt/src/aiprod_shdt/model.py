@@ -370,6 +370,8 @@ class SHDT(PretrainedMixin, nn.Module):
         mods = [m for m in self.modules() if isinstance(m, Modulation)]
         if not mods or any(type(m.lin) is not nn.Linear or m.lin.weight.dtype != vec.dtype for m in mods):
             return []
+        if any(hasattr(m.lin.weight, "device_mesh") for m in mods):  # FSDP2 shards: gathered per block only
+            return []
         key = tuple((t.data_ptr(), t._version, t.device) for m in mods for t in (m.lin.weight, m.lin.bias))
         cache = self.__dict__.get("_mod_cache")
         if cache is None or cache[0] != key:
