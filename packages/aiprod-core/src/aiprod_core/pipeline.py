@@ -21,7 +21,7 @@ from aiprod_core.config import StrictModel, collect_overrides, format_validation
 from aiprod_core.errors import AiprodError, ConfigError
 from aiprod_core.records import RunnableSpec
 from aiprod_core.registry import Registry, get_registry
-from aiprod_core.yamlio import excerpt
+from aiprod_core.yamlio import clip, excerpt
 
 if TYPE_CHECKING:  # torch is imported where a pipeline runs: commands that only validate or list start fast
     import torch
@@ -144,7 +144,7 @@ def check_ref(ref: ComponentRef, key: str, source: str, registry: Registry) -> l
         return [f"{source}: {key}.name: {line}" for line in err.lines()]
     if ref.preset is not None:
         if ref.preset not in spec.presets:
-            problems.append(f"{source}: {key}.preset: unknown preset {ref.preset!r} (known: {', '.join(spec.presets)})")
+            problems.append(f"{source}: {key}.preset: unknown preset {excerpt(ref.preset, 60)} (known: {', '.join(spec.presets)})")
         else:
             try:
                 cfg_model.model_validate({**spec.presets[ref.preset], **ref.config})
@@ -153,13 +153,13 @@ def check_ref(ref: ComponentRef, key: str, source: str, registry: Registry) -> l
     if ref.weights is not None:
         folder = Path(os.path.expanduser(ref.weights))
         if not folder.is_dir():
-            problems.append(f"{source}: {key}.weights: folder {folder} not found")
+            problems.append(f"{source}: {key}.weights: folder {clip(str(folder), 200)} not found")
         else:
             try:
                 data = read_config(folder)
                 meta = data.pop("_aiprod", {}) or {}
                 if meta.get("name") not in (None, spec.name):
-                    problems.append(f"{source}: {key}.weights: {folder} holds {meta.get('name')!r}, not {spec.name!r}")
+                    problems.append(f"{source}: {key}.weights: {folder} holds {excerpt(meta.get('name'), 60)}, not {spec.name!r}")
                 cfg_model.model_validate(data)
             except AiprodError as err:
                 problems.append(f"{source}: {key}.weights: {err}")

@@ -22,6 +22,7 @@ import pluggy
 from aiprod_core import hookspecs
 from aiprod_core.errors import ConfigError, PluginError
 from aiprod_core.records import ComponentSpec, PipelineSpec, RecipeSpec
+from aiprod_core.yamlio import excerpt
 
 GROUP = "aiprod"
 
@@ -249,18 +250,18 @@ class Registry:
         if not matches:
             known = sorted(f"{n} ({k})" for (k, n) in self.components if kind is None or k == kind)
             what = f"{kind} component" if kind else "component"
-            raise ConfigError([f"unknown {what} {name!r}; installed: {', '.join(known) or 'none'}"])
+            raise ConfigError([f"unknown {what} {excerpt(name, 60)}; installed: {', '.join(known) or 'none'}"])
         kinds = ", ".join(sorted(c.kind for c in matches))
-        raise ConfigError([f"component name {name!r} is ambiguous (kinds: {kinds}); give its kind"])
+        raise ConfigError([f"component name {excerpt(name, 60)} is ambiguous (kinds: {kinds}); give its kind"])
 
     def pipeline(self, name: str) -> PipelineSpec:
         if name not in self.pipelines:
-            raise ConfigError([f"unknown pipeline {name!r}; installed: {', '.join(sorted(self.pipelines)) or 'none'}"])
+            raise ConfigError([f"unknown pipeline {excerpt(name, 60)}; installed: {', '.join(sorted(self.pipelines)) or 'none'}"])
         return self.pipelines[name]
 
     def recipe(self, name: str) -> RecipeSpec:
         if name not in self.recipes:
-            raise ConfigError([f"unknown recipe {name!r}; installed: {', '.join(sorted(self.recipes)) or 'none'}"])
+            raise ConfigError([f"unknown recipe {excerpt(name, 60)}; installed: {', '.join(sorted(self.recipes)) or 'none'}"])
         return self.recipes[name]
 
     def add_commands(self, cli: Any) -> None:
