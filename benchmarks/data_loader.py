@@ -13,6 +13,8 @@ Part 2 — samples/s of :class:`aiprod_core.data.StepLoader` reading WebDataset 
 ``[16, 5, 16, 16]`` + a 32-token text embedding per sample, bf16, about 50 KB) with 0, 2 and 4
 DataLoader workers, batch 8; steady state after the first batch (worker start-up is reported apart);
 alone, and beside a simulated ``--step-ms`` training step (what workers are for: reading overlaps it).
+``--mp4`` adds a decode-heavy source (HW-VAE's mp4 clips), where the work per batch outweighs the
+worker-to-trainer transfer.
 """
 
 from __future__ import annotations
@@ -102,6 +104,38 @@ def loader_rate(folder: str, workers: int, steps: int, batch: int = 8, step_s: f
     return {"workers": workers, "samples_per_s": rate, "first_batch_s": first, "step_ms": step_s * 1e3}
 
 
+def mp4_rates(folder: str, workers: list[int], steps: int = 12, batch: int = 2) -> list[dict]:
+    """Decode-heavy data: HW-VAE's mp4 source (17 frames of 256x256 H.264, seeking decode, resize + crop
+    to 128) by steps through the same sampler and StepLoader, with 0 / N workers."""
+    import av
+
+    from aiprod_hwvae.data import Mp4FolderSource
+
+    root = os.path.join(folder, "mp4")
+    os.makedirs(root, exist_ok=True)
+    for k in range(8):
+        with av.open(os.path.join(root, f"{k}.mp4"), "w") as box:
+            s = box.add_stream("libx264", rate=24)
+            s.width = s.height = 256
+            s.pix_fmt = "yuv420p"
+            base = np.random.default_rng(k).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+            for i in range(120):
+                f = av.VideoFrame.from_ndarray(np.roll(base, 3 * i, axis=1), format="rgb24")
+                f.pts = i
+                box.mux(s.encode(f))
+            box.mux(s.encode(None))
+    out = []
+    for w in workers:
+        src = Mp4FolderSource(root, frames=17, height=128, width=128, num_workers=w, prefetch=2)
+        src.batch_at(0, batch)
+        t = time.perf_counter()
+        for step in range(1, steps + 1):
+            src.batch_at(step, batch)
+        out.append({"workers": w, "samples_per_s": steps * batch / (time.perf_counter() - t)})
+        src._loader.close()
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -110,6 +144,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=96, help="loader steps timed per worker count")
     p.add_argument("--step-ms", type=float, default=20.0,
                    help="simulated training step for the overlap rows (0: loader alone only)")
+    p.add_argument("--mp4", action="store_true", help="also a decode-heavy source (HW-VAE mp4 clips; needs aiprod-hwvae)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -120,9 +155,10 @@ def main() -> None:
         rates = [loader_rate(d, w, a.steps) for w in a.workers]
         if a.step_ms:
             rates += [loader_rate(d, w, a.steps, step_s=a.step_ms / 1e3) for w in a.workers]
+        mp4 = mp4_rates(d, a.workers) if a.mp4 else []
     if a.json:
-        print(json.dumps({"step_overhead": overhead, "loader": rates, "shard_bytes": size, "cpus": os.cpu_count()},
-                         indent=2))
+        print(json.dumps({"step_overhead": overhead, "loader": rates, "mp4_loader": mp4, "shard_bytes": size,
+                          "cpus": os.cpu_count()}, indent=2))
         return
     print("per-step sampler + index overhead (batch 8/rank, 8 ranks, 12 buckets)")
     print(f"{'items':>10} | {'build (once)':>12} | {'CPU / step':>10} | {'median / step':>13} | {'mean / step':>11} | "
@@ -140,6 +176,11 @@ def main() -> None:
     if a.step_ms:
         print(f"(with a {a.step_ms:.0f} ms step the ideal is {8 / (a.step_ms / 1e3):.0f} samples/s: "
               "workers hide the reading behind it)")
+    if mp4:
+        print("\ndecode-heavy source: HW-VAE mp4 clips (17 x 256x256 H.264 -> 128 crops, batch 2)")
+        print(f"{'workers':>7} | {'samples/s':>9}")
+        for r in mp4:
+            print(f"{r['workers']:>7} | {r['samples_per_s']:>9.1f}")
 
 
 if __name__ == "__main__":
