@@ -112,3 +112,12 @@ def test_step_loader_returns_fetch_of_the_draw(workers):
     got = [int(loader(d)["draw"]) for d in [0, 1, 2, 3, 10, 11, 5, 19, 25]]  # jumps restart the workers
     assert got == [0, 1, 2, 3, 10, 11, 5, 19, 25]
     loader.close()
+
+
+def test_index_text_columns_round_trip_as_utf8(tmp_path):
+    idx = Index({"key": ["a", "été", "c"], "n": [1, 2, 3]}, {"kind": "t"})
+    idx.save(tmp_path / "i.npz")
+    back = Index.load(tmp_path / "i.npz")
+    assert back.columns["key"].dtype.kind == "S"  # stored and loaded as UTF-8 bytes, decoded on first use
+    assert back["key"].tolist() == ["a", "été", "c"] and back.row(1) == {"key": "été", "n": 2}
+    assert back.meta["kind"] == "t" and "text_columns" not in back.meta

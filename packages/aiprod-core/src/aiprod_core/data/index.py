@@ -34,18 +34,24 @@ class Index:
             raise ValueError(f"index columns differ in length: {lengths}")
         self.columns = cols
         self.meta = dict(meta or {})
+        # text columns stored as UTF-8 bytes (4x smaller than numpy's UTF-32), decoded on first access only:
+        # training reads numbers (shard, offset, size), so a million keys are never decoded there
+        self._encoded = set(self.meta.pop("text_columns", []))
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()))) if self.columns else 0
 
     def __getitem__(self, name: str) -> np.ndarray:
+        if name in self._encoded:
+            self.columns[name] = np.char.decode(self.columns[name], "utf-8")
+            self._encoded.discard(name)
         return self.columns[name]
 
     def __contains__(self, name: str) -> bool:
         return name in self.columns
 
     def row(self, i: int) -> dict[str, Any]:
-        return {k: v[i].item() if hasattr(v[i], "item") else v[i] for k, v in self.columns.items()}
+        return {k: self[k][i].item() if hasattr(self[k][i], "item") else self[k][i] for k in self.columns}
 
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping[str, Any]], meta: Mapping[str, Any] | None = None) -> Index:
@@ -57,9 +63,15 @@ class Index:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        meta = {"format": INDEX_FORMAT, **self.meta}
+        cols, text = {}, []
+        for k, v in self.columns.items():
+            if k in self._encoded or v.dtype.kind == "U":
+                text.append(k)
+                v = v if k in self._encoded else np.char.encode(v, "utf-8")
+            cols[k] = v
+        meta = {"format": INDEX_FORMAT, **self.meta, "text_columns": text}
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, __meta__=np.array(json.dumps(meta)), **self.columns)
+            np.savez(f, __meta__=np.array(json.dumps(meta)), **cols)
         return path
 
     @classmethod
