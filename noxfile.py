@@ -1,6 +1,6 @@
 """Sessions: `nox -s tests` (everything, the README's test command), `nox -s demo` (the narrated
 text-to-video example), `nox -s package` (each package alone in a fresh venv with only aiprod-core),
-`nox -s lint`.
+`nox -s lint`, `nox -s bench` (the benchmarks against their peers, small sizes).
 
 Every session runs in its own nox-managed virtualenv under .nox/ and installs all it needs there:
 nothing lands in the Python that runs nox, and nothing there is relied on (CI starts from a fresh venv,
@@ -67,6 +67,29 @@ def package(session: nox.Session, package: str) -> None:
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
+
+
+@nox.session(reuse_venv=True)
+def bench(session: nox.Session) -> None:
+    """Every script in benchmarks/ against its peer, at small sizes (CPU, minutes): tables on stdout,
+    JSON under out/bench/. The peers (transformers' EnCodec/DAC/SpeechT5HifiGan, diffusers' HunyuanVideo
+    and Wan VAE) are installed here only: they are benchmark-only dependencies."""
+    session.install(*editable([f"packages/{p}" for p in present(PACKAGES)]), "transformers", "diffusers")
+    out = ROOT / "out" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    small_shdt = ('{"hidden_size": 128, "num_heads": 2, "rope_axes_dim": [8, 28, 28], "depth_double": 1, '
+                  '"depth_single": 1, "text_dim": 64}')
+    runs = {
+        "audio_codec": ["--seconds", "1", "--repeats", "1", "--no-dac"],
+        "tts": ["--preset", "tiny", "--repeats", "2"],
+        "shdt": ["--width", "128", "--heads", "2", "--double", "1", "--single", "2", "--text-dim", "64",
+                 "--text-len", "16", "--latent", "2", "16", "16", "--iters", "2", "--repeats", "2"],
+        "hwvae": ["--skip-large", "--shape", "5", "64", "64", "--repeats", "1"],
+        "quantize": ["--config", small_shdt, "--shard", "16MB", "--backends", "torch-fp8"],
+    }
+    for name, args in runs.items():
+        session.run("python", f"benchmarks/{name}.py", *args, "--json", str(out / f"{name}.json"),
+                    env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
 
 
 @nox.session(reuse_venv=True)

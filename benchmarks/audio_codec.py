@@ -1,111 +1,114 @@
-"""Encode + decode time for 10 s of 24 kHz audio: AIPROD nac-rvq v1 vs transformers' EncodecModel
-(24 kHz) and DacModel, all random-initialised from configs (no download), in one run.
+"""Encode + decode of 24 kHz audio: AIPROD nac-rvq v1 vs transformers' EncodecModel (24 kHz) and DacModel,
+all random-initialised from configs (no download), interleaved in one run.
 
-    python benchmarks/audio_codec.py [--device auto] [--seconds 10] [--repeats 3] [--threads N]
+    python benchmarks/audio_codec.py [--seconds 10] [--repeats 3] [--threads N] [--variants] [--bf16]
+                                     [--compile] [--json out.json]
 
-Comparable sizes: EnCodec 24 kHz as published (~15M) and widened to ~50M (num_filters 60),
-DAC at 24 kHz with EnCodec's strides (2, 4, 5, 8) and widths chosen for ~50M, all at 8 codebooks
-x 1024 (6 kbps) and 75 Hz. Prints a table: median of ``--repeats`` rounds after one warm-up; each round runs every model in
-turn, so load from other processes falls on all of them alike.
+Comparable sizes: EnCodec 24 kHz as published (~15M) and widened to ~50M (num_filters 60), DAC at
+24 kHz with EnCodec's strides (2, 4, 5, 8) and widths chosen for ~50M, all at 8 codebooks x 1024
+(6 kbps) and 75 Hz. Ours runs under ``torch.inference_mode`` (cached weight-norm kernels, in-place
+Snake, padding inside the convolution); ``plain path`` is the same v1 model through the training-time
+ops (what inference cost before issue 21). ``--variants`` adds depthwise-residual architectures at
+~50M (random weights: they need retraining). ``--bf16`` adds our v1 in bfloat16 (slow on CPUs without
+native bf16), ``--compile`` our v1 under ``torch.compile``. Medians, peak memory and ``ours / peer``
+per row (see ``_common.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import Case, add_common_args, header, report, run_cases, setup  # noqa: E402
 
 
 def count(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def build_models(device):
-    from transformers import DacConfig, DacModel, EncodecConfig, EncodecModel
-
+def ours(cfg: dict, device, dtype=torch.float32, compiled: bool = False):
     from aiprod_audio.model import NACCodec
-    from aiprod_audio.presets import PRESETS
 
     torch.manual_seed(0)
-    models = {}
-    ours = NACCodec(**PRESETS["v1"]).eval().to(device)
-    models["aiprod nac-rvq v1"] = (
-        ours,
-        lambda wav: ours.encode(wav, 8),
-        lambda codes: ours.decode(codes),
-    )
-    for label, filters in (("EncodecModel 24kHz (stock)", 32), ("EncodecModel 24kHz (~50M)", 60)):
+    m = NACCodec(**cfg).eval().requires_grad_(False).to(device=device, dtype=dtype)
+    if compiled:
+        m.encoder.compile()
+        m.decoder.compile()
+    return m
+
+
+def build_cases(args, device, wav) -> list[Case]:
+    from transformers import DacConfig, DacModel, EncodecConfig, EncodecModel
+
+    from aiprod_audio.presets import PRESETS
+
+    v1 = PRESETS["v1"]
+    cases: list[Case] = []
+
+    def add_ours(name, m, dtype=torch.float32, plain=False, group="~50M"):
+        x = wav.to(dtype)
+
+        def fn():
+            with torch.enable_grad() if plain else torch.inference_mode():
+                return m.decode(m.encode(x, 8))
+
+        cases.append(Case(name, fn, count(m), group, ours=not plain and dtype == torch.float32 and not cases))
+
+    m = ours(v1, device)
+    add_ours("aiprod nac-rvq v1", m)
+    add_ours("aiprod nac-rvq v1, plain path (before)", m, plain=True)
+    if args.variants:
+        for label, over in (("dw, enc 64", {"depthwise_residual": True, "encoder_dim": 64}),
+                            ("dw, dec 1536", {"depthwise_residual": True, "decoder_dim": 1536})):
+            add_ours(f"aiprod nac-rvq {label} (random)", ours({**v1, **over}, device))
+    if args.bf16:
+        add_ours("aiprod nac-rvq v1 bf16", ours(v1, device, torch.bfloat16), torch.bfloat16)
+    if args.compile:
+        add_ours("aiprod nac-rvq v1 compiled", ours(v1, device, compiled=True))
+    for label, filters, group in (("EncodecModel 24kHz (~50M)", 60, "~50M"), ("EncodecModel 24kHz (stock)", 32, "~50M")):
         enc = EncodecModel(EncodecConfig(num_filters=filters)).eval().to(device)
-        models[label] = (
-            enc,
-            # bandwidth 6 kbps -> 8 codebooks at 75 Hz
-            lambda wav, enc=enc: enc.encode(wav, bandwidth=6.0),
-            lambda out, enc=enc: enc.decode(out.audio_codes, out.audio_scales)[0],
-        )
-    dac = DacModel(
-        DacConfig(
-            sampling_rate=24000,
-            downsampling_ratios=[2, 4, 5, 8],
-            encoder_hidden_size=64,
-            decoder_hidden_size=1088,
-            n_codebooks=8,
-            codebook_size=1024,
-            codebook_dim=8,
-        )
-    )
-    dac = dac.eval().to(device)
-    models["DacModel 24kHz (~50M)"] = (
-        dac,
-        lambda wav: dac.encode(wav),
-        lambda out: dac.decode(audio_codes=out.audio_codes).audio_values,
-    )
-    return models
+
+        def fn(enc=enc):
+            with torch.inference_mode():
+                out = enc.encode(wav, bandwidth=6.0)  # 6 kbps -> 8 codebooks at 75 Hz
+                return enc.decode(out.audio_codes, out.audio_scales)[0]
+
+        cases.append(Case(label, fn, count(enc), group))
+    if not args.no_dac:
+        dac = DacModel(DacConfig(sampling_rate=24000, downsampling_ratios=[2, 4, 5, 8], encoder_hidden_size=64,
+                                 decoder_hidden_size=1088, n_codebooks=8, codebook_size=1024, codebook_dim=8))
+        dac = dac.eval().to(device)
+
+        def fn_dac():
+            with torch.inference_mode():
+                return dac.decode(audio_codes=dac.encode(wav).audio_codes).audio_values
+
+        cases.append(Case("DacModel 24kHz (~50M)", fn_dac, count(dac), "~50M"))
+    return cases
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="auto")
+    add_common_args(ap)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave as is)")
-    args = ap.parse_args()
-    from aiprod_core.device import pick_device, synchronize
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    sr = 24000
-    wav = (torch.randn(1, 1, int(args.seconds * sr), generator=torch.Generator().manual_seed(0)) * 0.1).to(device)
-    models = build_models(device)
-    enc_t: dict[str, list[float]] = {k: [] for k in models}
-    dec_t: dict[str, list[float]] = {k: [] for k in models}
-    with torch.inference_mode():
-        for _, encode, decode in models.values():  # warm-up
-            decode(encode(wav))
-        # rounds interleave the models, so load from other processes hits them alike
-        for _ in range(args.repeats):
-            for name, (_, encode, decode) in models.items():
-                t = time.perf_counter()
-                codes = encode(wav)
-                synchronize(device)
-                t_enc = time.perf_counter() - t
-                decode(codes)
-                synchronize(device)
-                enc_t[name].append(t_enc)
-                dec_t[name].append(time.perf_counter() - t - t_enc)
-    rows = []
-    for name, (model, _, _) in models.items():
-        te, td = statistics.median(enc_t[name]), statistics.median(dec_t[name])
-        rows.append((name, count(model) / 1e6, te, td, args.seconds / (te + td)))
-    print(
-        f"# {args.seconds:g} s of 24 kHz mono, 6 kbps (8 x 1024 codes), float32, device={device}, "
-        f"threads={torch.get_num_threads()}, torch {torch.__version__}, median of {args.repeats}"
-    )
-    print(f"{'model':<30} {'params (M)':>10} {'encode (s)':>11} {'decode (s)':>11} {'x realtime':>11}")
-    for name, p, te, td, rt in rows:
-        print(f"{name:<30} {p:>10.1f} {te:>11.3f} {td:>11.3f} {rt:>11.1f}")
+    ap.add_argument("--variants", action="store_true", help="add depthwise-residual variants (random weights)")
+    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--no-dac", action="store_true")
+    args = ap.parse_args(argv)
+    device = setup(args)
+    wav = (torch.randn(1, 1, int(args.seconds * 24000), generator=torch.Generator().manual_seed(0)) * 0.1).to(device)
+    rows = run_cases(build_cases(args, device, wav), device, args.repeats)
+    for r in rows:
+        r["x_realtime"] = args.seconds / r["wall_s"]
+        r["x_realtime_cpu"] = args.seconds / r["cpu_s"] if r["cpu_s"] else float("nan")
+    head = header(device, args.repeats, f"encode+decode of {args.seconds:g} s of 24 kHz mono at 6 kbps")
+    report(head, rows, args.json_path, extra_cols=("x_realtime",))
+    return rows
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import argparse
 import json
 import multiprocessing as mp
 import resource
+import statistics
 import time
 
 import torch
@@ -115,26 +116,47 @@ def main() -> None:
     ap.add_argument("--overlap", type=int, default=8, help="tile overlap, latent px")
     ap.add_argument("--chunk", type=int, default=2, help="latent frames per temporal chunk")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--repeats", type=int, default=1, help="part 1: runs per model, alternated; medians reported")
+    ap.add_argument("--shape", type=int, nargs=3, default=[17, 256, 256], metavar=("T", "H", "W"),
+                    help="part 1 clip (frames 1 + 4k, sides multiples of 8)")
     args = ap.parse_args()
     rows = []
     print(f"torch {torch.__version__}, device {args.device}, float32, random weights, batch 1")
     if not args.skip_small:
-        print("\n17×256×256 clip            params    encode s   enc peak MiB   decode s   dec peak MiB")
+        shape = tuple(args.shape)
+        print(f"\n{'×'.join(map(str, shape))} clip            params    encode s   enc peak MiB   decode s   dec peak MiB"
+              f"   (medians of {args.repeats}, models alternated)")
         # diffusers' Wan streams one latent frame at a time through its causal cache by default;
         # HW-VAE is shown both as one full pass and streaming the same way (chunk=1)
         variants = [("HW-VAE v1, full pass", "hwvae", {}), ("HW-VAE v1, chunk=1", "hwvae", {"chunk": 1}),
                     ("Wan 2.2-style (diffusers)", "wan", {})]
-        for label, name, kw in variants:
-            if args.only and name != args.only:
-                continue
-            r = {}
-            for op in ("encode", "decode"):
-                r[op] = run({"model": name, "op": op, "shape": (17, 256, 256), "device": args.device,
-                             "threads": args.threads, "kw": kw})
-                rows.append(r[op])
-            print(f"{label:<26}{r['encode']['params_m']:7.1f}M {r['encode']['seconds']:10.2f} "
-                  f"{r['encode']['peak_mib']:13.0f} {r['decode']['seconds']:10.2f} {r['decode']['peak_mib']:13.0f}",
-                  flush=True)
+        variants = [v for v in variants if not args.only or v[1] == args.only]
+        runs: dict[tuple[str, str], list[dict]] = {}
+        for _ in range(args.repeats):  # interleaved: load from other processes falls on every model alike
+            for label, name, kw in variants:
+                for op in ("encode", "decode"):
+                    runs.setdefault((label, op), []).append(run({"model": name, "op": op, "shape": shape,
+                                                                 "device": args.device, "threads": args.threads,
+                                                                 "kw": kw, "label": label}))
+        med = {}
+        for (label, op), rs in runs.items():
+            r = dict(rs[0])
+            r["seconds"] = statistics.median(x["seconds"] for x in rs)
+            r["peak_mib"] = statistics.median(x["peak_mib"] for x in rs)
+            med[label, op] = r
+            rows.append(r)
+        for label, _, _ in variants:
+            e, d = med[label, "encode"], med[label, "decode"]
+            print(f"{label:<26}{e['params_m']:7.1f}M {e['seconds']:10.2f} {e['peak_mib']:13.0f} {d['seconds']:10.2f} "
+                  f"{d['peak_mib']:13.0f}", flush=True)
+        peer = "Wan 2.2-style (diffusers)"
+        for label, _, _ in variants:
+            if label != peer and (peer, "encode") in med:
+                ratio = {f"{op}_{k}": med[label, op][k] / med[peer, op][k] if med[peer, op][k] else float("nan")
+                         for op in ("encode", "decode") for k in ("seconds", "peak_mib")}
+                rows.append({"ours_over_peer": label, **ratio})
+                print(f"{label} / {peer}: encode {ratio['encode_seconds']:.2f}x time, {ratio['encode_peak_mib']:.2f}x "
+                      f"memory; decode {ratio['decode_seconds']:.2f}x time, {ratio['decode_peak_mib']:.2f}x memory")
     if not args.skip_large:
         t = args.large_frames
         kw = {"tile": args.tile, "overlap": args.overlap, "chunk": args.chunk}

@@ -79,6 +79,7 @@ def main() -> None:
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--reuse", action="store_true", help="reuse the bf16 checkpoint already in --workdir")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--json", dest="json_path", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args()
     if args.child:
         child(*args.child)
@@ -110,6 +111,10 @@ def main() -> None:
     for row in (header, *rows):
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
     print(f"input checkpoint {src_bytes / 2**30:.2f} GiB; workdir {work}")
+    if args.json_path:
+        with open(args.json_path, "w") as f:
+            json.dump({"parameters": params, "input_bytes": src_bytes,
+                       "rows": [dict(zip(header, row)) for row in rows]}, f, indent=2)
 
 
 if __name__ == "__main__":

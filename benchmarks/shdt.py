@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -71,6 +72,8 @@ def run_one(args, which: str) -> dict:
     text = torch.randn(b, length, args.text_dim, device=dev, dtype=dtype)
     mask = torch.ones(b, length, dtype=torch.bool, device=dev)
     mask[:, length * 3 // 4 :] = False  # a padded prompt, as in real batches
+    if b > 1:  # prompts of different lengths: the first item unpadded (padding no longer common to the batch)
+        mask[0] = True
     sigma = torch.rand(b, device=dev)
     guidance = torch.full((b,), 4.0, device=dev)
     if which.startswith("shdt"):
@@ -125,7 +128,8 @@ def run_one(args, which: str) -> dict:
         sync()
         tot_times.append(time.perf_counter() - t0)
     return {"model": which, "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
-            "tokens": t * (h // 2) * (w // 2), "fwd_s": min(fwd_times), "fwd_bwd_s": min(tot_times),
+            "tokens": t * (h // 2) * (w // 2), "fwd_s": statistics.median(fwd_times),
+            "fwd_bwd_s": statistics.median(tot_times),
             "peak_MiB": peak, "saved_MiB": saved_mib, "weights_MiB": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20}
 
 
@@ -144,7 +148,8 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=2, help="runs per model (alternating); the best is kept")
+    p.add_argument("--repeats", type=int, default=3, help="runs per model (alternating); medians are reported")
+    p.add_argument("--json", dest="json_path", default=None, help="also write the rows to this JSON file")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--models", nargs="+", default=["shdt", "hunyuan", "shdt+ckpt", "hunyuan+ckpt"])
     p.add_argument("--only", help=argparse.SUPPRESS)
@@ -152,21 +157,33 @@ def main() -> None:
     if args.only:
         print("RESULT " + json.dumps(run_one(args, args.only)))
         return
-    best: dict[str, dict] = {}
+    runs: dict[str, list[dict]] = {}
+    argv = [a for a in sys.argv[1:]]
+    if "--json" in argv:  # the children print their row; only the parent writes the file
+        i = argv.index("--json")
+        del argv[i : i + 2]
     for _ in range(args.repeats):  # alternate the models so that load changes hit them alike
         for which in args.models:
-            cmd = [sys.executable, __file__, *sys.argv[1:], "--only", which]
+            cmd = [sys.executable, __file__, *argv, "--only", which]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode or not lines:
                 print(f"{which}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
                 continue
-            r = json.loads(lines[-1][7:])
-            if which in best:
-                for k in ("fwd_s", "fwd_bwd_s", "peak_MiB"):
-                    r[k] = min(r[k], best[which][k])
-            best[which] = r
-    rows = [best[m] for m in args.models if m in best]
+            runs.setdefault(which, []).append(json.loads(lines[-1][7:]))
+    rows = []
+    for m in args.models:
+        if m in runs:
+            r = dict(runs[m][0])
+            for k in ("fwd_s", "fwd_bwd_s", "peak_MiB", "saved_MiB"):
+                r[k] = statistics.median(x[k] for x in runs[m])
+            rows.append(r)
+    by = {r["model"]: r for r in rows}
+    for r in rows:  # ours / peer at the same activation-checkpointing setting
+        peer = by.get(r["model"].replace("shdt", "hunyuan"))
+        if r["model"].startswith("shdt") and peer:
+            for k in ("fwd_s", "fwd_bwd_s", "peak_MiB"):
+                r[f"ours_over_peer_{k}"] = r[k] / peer[k] if peer[k] else float("nan")
     print(f"width {args.width}, heads {args.heads}, blocks {args.double} dual + {args.single} single, latent "
           f"{tuple(args.latent)}, text {args.text_len}x{args.text_dim}, batch {args.batch}, {args.device} {args.dtype}")
     print(f"{'model':<14}{'params(M)':>11}{'tokens':>8}{'fwd(s)':>9}{'fwd+bwd(s)':>12}{'peak(MiB)':>11}"
@@ -175,7 +192,14 @@ def main() -> None:
         print(f"{r['model']:<14}{r['params_M']:>11.2f}{r['tokens']:>8}{r['fwd_s']:>9.3f}{r['fwd_bwd_s']:>12.3f}"
               f"{r['peak_MiB']:>11.1f}{r['saved_MiB']:>16.1f}{r['weights_MiB']:>14.1f}")
     print("peak: growth during the first forward+backward (GPU: max_memory_allocated; CPU: peak RSS, coarse);"
-          " saved act: tensors autograd keeps for backward")
+          " saved act: tensors autograd keeps for backward; medians of --repeats runs, models alternated")
+    for r in rows:
+        if "ours_over_peer_fwd_s" in r:
+            print(f"{r['model']} / {r['model'].replace('shdt', 'hunyuan')}: forward {r['ours_over_peer_fwd_s']:.3f}x, "
+                  f"forward+backward {r['ours_over_peer_fwd_bwd_s']:.3f}x, peak memory {r['ours_over_peer_peak_MiB']:.3f}x")
+    if args.json_path:
+        with open(args.json_path, "w") as f:
+            json.dump({"args": {k: v for k, v in vars(args).items() if k != "only"}, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

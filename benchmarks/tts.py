@@ -1,76 +1,108 @@
 #!/usr/bin/env python
-"""Real-time factor of AIPROD-TTS on this machine (random weights; the duration head is set to a
-natural ~7 frames per phoneme so the audio length is realistic).
+"""AIPROD-TTS speed: whole synthesis (RTF), time to the first audio when streaming, and our HiFi-GAN
+against transformers' SpeechT5HifiGan at the same size, interleaved in one run (random weights; the
+duration head is set to a natural ~8 frames per phoneme so the audio length is realistic).
 
-    python benchmarks/tts.py [--presets tiny v1] [--dtypes float32 bfloat16] [--repeats 3]
+    python benchmarks/tts.py [--preset v1] [--bf16] [--sentences 2] [--repeats 3] [--threads 2] [--json out.json]
 
-RTF = compute seconds / audio seconds (below 1 is faster than real time). Text → wav, frontend
-(espeak-ng G2P) included; acoustic model and vocoder also timed separately.
+RTF = seconds of compute / seconds of audio (below 1 is faster than real time); rows: the whole text
+(frontend included) in float32 (and bfloat16 with ``--bf16``; slow on CPUs without native bf16), the first
+sentence out of ``synthesize_stream`` (what a listener waits for), and the vocoders alone on the mel of
+one sentence. Medians, peak memory and ``ours / peer`` (see ``_common.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import time
+import sys
+from pathlib import Path
 
 import torch
 
-from aiprod_core.device import pick_device
-from aiprod_tts.presets import PRESETS
-from aiprod_tts.synthesizer import FastSpeech2HiFiGAN
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import Case, add_common_args, header, report, run_cases, setup  # noqa: E402
 
-TEXT = ("The quick brown fox jumps over the lazy dog. On the 2nd of May, at 10:30 am, "
-        "Dr. Brown paid $3.50 for three apples and a loaf of bread.")
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "On the second of May, at half past ten, the doctor paid three dollars for three apples and a loaf of bread.",
+    "She sells sea shells by the sea shore, and the shells she sells are surely sea shells.",
+    "A journey of a thousand miles begins with a single step.",
+    "Every morning the old man walked to the harbour to watch the fishing boats come in.",
+    "When the rain finally stopped, the children ran outside to play in the puddles.",
+]
 
 
-def bench(preset: str, dtype: torch.dtype, device: torch.device, repeats: int) -> dict:
+def voice(preset: str, dtype: torch.dtype, device):
+    from aiprod_tts.presets import PRESETS
+    from aiprod_tts.synthesizer import FastSpeech2HiFiGAN
+
     torch.manual_seed(0)
-    model = FastSpeech2HiFiGAN(**PRESETS[preset]).eval()
+    frontend = {"mode": "character"}  # no G2P model needed with random weights; same acoustic/vocoder cost
+    model = FastSpeech2HiFiGAN(**{**PRESETS[preset], "frontend": frontend}).eval()
     with torch.no_grad():
         model.acoustic.prosody.duration.head.bias.fill_(math.log(8.0))
         model.acoustic.prosody.duration.head.weight.mul_(0.1)
-    model = model.to(device=device, dtype=dtype)
-    model.synthesize("Warm up.")
-    times, n = [], 0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        wav = model.synthesize(TEXT)
-        times.append(time.perf_counter() - t0)
-        n = wav.numel()
-    # split: acoustic vs vocoder on one sentence
-    tokens = model.tokenize("The quick brown fox jumps over the lazy dog.")[None].to(device)
-    lens = torch.tensor([tokens.shape[1]], device=device)
-    t0 = time.perf_counter()
-    out = model.acoustic.infer(tokens, lens, pitch_std=model.cfg.audio.pitch_std)
-    t1 = time.perf_counter()
+    return model.to(device=device, dtype=dtype)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(ap)
+    ap.add_argument("--preset", default="v1")
+    ap.add_argument("--sentences", type=int, default=2, help="sentences of the text (2: ~15 s of speech at v1)")
+    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--no-peer", action="store_true")
+    args = ap.parse_args(argv)
+    device = setup(args)
+    text = " ".join(SENTENCES[: args.sentences])
+    ours = voice(args.preset, torch.float32, device)
     with torch.no_grad():
-        model.vocoder(out.mel.to(dtype))
-    t2 = time.perf_counter()
-    audio_s = n / model.sample_rate
-    best = min(times)
-    sent_s = int(out.mel_lens[0]) * model.hop_length / model.sample_rate
-    return {"preset": preset, "params_M": model.num_parameters() / 1e6, "dtype": str(dtype).removeprefix("torch."),
-            "audio_s": audio_s, "compute_s": best, "rtf": best / audio_s,
-            "acoustic_rtf": (t1 - t0) / sent_s, "vocoder_rtf": (t2 - t1) / sent_s}
+        audio_s = ours.synthesize(text).numel() / ours.sample_rate
+        tokens = ours.tokenize(SENTENCES[0])[None].to(device)
+        mel = ours.acoustic.infer(tokens, torch.tensor([tokens.shape[1]], device=device),
+                                  pitch_std=ours.cfg.audio.pitch_std).mel
+    sent_s = mel.shape[-1] * ours.hop_length / ours.sample_rate
+    params = ours.num_parameters()
+    cases = [Case("aiprod-tts whole text fp32", lambda: ours.synthesize(text), params, "whole", ours=True,
+                  extra={"audio_s": audio_s})]
+    if args.bf16:
+        ours_bf = voice(args.preset, torch.bfloat16, device)
+        cases.append(Case("aiprod-tts whole text bf16", lambda: ours_bf.synthesize(text), params, "whole",
+                          extra={"audio_s": audio_s}))
+    cases.append(Case("aiprod-tts first audio (stream) fp32", lambda: next(iter(ours.synthesize_stream(text))),
+                      params, "first", ours=True, extra={"audio_s": 0.0}))
 
+    def our_voc():
+        with torch.no_grad():
+            return ours.vocoder(mel)
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--presets", nargs="+", default=["tiny", "v1"])
-    p.add_argument("--dtypes", nargs="+", default=["float32"])
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--device", default="cpu")
-    a = p.parse_args()
-    device = pick_device(a.device)
-    print(f"device={device} torch_threads={torch.get_num_threads()} torch={torch.__version__}")
-    print(f"{'preset':<6} {'params':>8} {'dtype':>9} {'audio s':>8} {'compute s':>10} {'RTF':>7} "
-          f"{'x realtime':>10} {'acoustic RTF':>13} {'vocoder RTF':>12}")
-    for preset in a.presets:
-        for dt in a.dtypes:
-            r = bench(preset, getattr(torch, dt), device, a.repeats)
-            print(f"{r['preset']:<6} {r['params_M']:>7.2f}M {r['dtype']:>9} {r['audio_s']:>8.2f} {r['compute_s']:>10.3f} "
-                  f"{r['rtf']:>7.3f} {1 / r['rtf']:>10.1f} {r['acoustic_rtf']:>13.3f} {r['vocoder_rtf']:>12.3f}", flush=True)
+    cases.append(Case("aiprod HiFi-GAN V1 (1 sentence)", our_voc, sum(p.numel() for p in ours.vocoder.parameters()),
+                      "vocoder", ours=True, extra={"audio_s": sent_s}))
+    if not args.no_peer:
+        from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
+
+        v = ours.cfg.vocoder
+        peer = SpeechT5HifiGan(SpeechT5HifiGanConfig(
+            model_in_dim=80, sampling_rate=ours.sample_rate, upsample_initial_channel=v.upsample_initial_channel,
+            upsample_rates=list(v.upsample_rates), upsample_kernel_sizes=list(v.upsample_kernel_sizes),
+            resblock_kernel_sizes=list(v.resblock_kernel_sizes),
+            resblock_dilation_sizes=[list(d) for d in v.resblock_dilations], normalize_before=False)).eval().to(device)
+        spec = mel[0].transpose(0, 1).contiguous()  # [T, 80]
+
+        def peer_voc():
+            with torch.no_grad():
+                return peer(spec)
+
+        cases.append(Case("SpeechT5HifiGan same size (1 sentence)", peer_voc, sum(p.numel() for p in peer.parameters()),
+                          "vocoder", extra={"audio_s": sent_s}))
+    rows = run_cases(cases, device, args.repeats)
+    for r in rows:
+        r["rtf"] = r["wall_s"] / r["audio_s"] if r["audio_s"] else None
+        r["rtf_cpu"] = r["cpu_s"] / r["audio_s"] if r["audio_s"] else None
+    head = header(device, args.repeats, f"AIPROD-TTS {args.preset}, {audio_s:.1f} s of speech, {args.sentences} sentences")
+    report(head, rows, args.json_path, extra_cols=("audio_s", "rtf", "rtf_cpu"))
+    return rows
 
 
 if __name__ == "__main__":
