@@ -44,7 +44,8 @@ def main(out: Path) -> None:
         full = get_model_state_dict(task.model, options=StateDictOptions(full_state_dict=True))
         full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().cpu() for k, v in full.items()}
         local = fingerprint({k: v.detach() for k, v in task.model.state_dict().items()}) if strategy == "ddp" else None
-        mine = {"full": fingerprint(full), "local": local, "losses": [r["loss"] for r in trainer.history],
+        mine = {"full": fingerprint(full), "local": local, "losses": [r["loss"] for r in trainer.local_history],
+                "logged": [r["loss"] for r in trainer.history],
                 "world_size": trainer.world_size}
         ranks = [None] * dist.get_world_size()
         dist.all_gather_object(ranks, mine)

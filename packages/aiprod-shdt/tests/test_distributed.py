@@ -37,6 +37,7 @@ def test_ranks_in_sync(run):
         assert r0["world_size"] == r1["world_size"] == 2
         assert r0["full"] == r1["full"], f"{strategy}: ranks hold different weights"
         assert r0["losses"] != r1["losses"], f"{strategy}: ranks saw the same data"
+        assert r0["logged"] == r1["logged"], f"{strategy}: logged losses are not the rank means"
     d0, d1 = report["ddp"]
     assert d0["local"] == d1["local"] == d0["full"]  # DDP replicas identical
 

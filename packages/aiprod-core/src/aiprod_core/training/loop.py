@@ -106,7 +106,8 @@ class Trainer(Checkpointing):
         self.out = Path(cfg.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self.rank, self.world_size, self.device, self.strategy = init_distributed(cfg.device, cfg.strategy)
-        self.history: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []  # logged records: rank means
+        self.local_history: list[dict[str, float]] = []  # this rank's own step metrics, before the mean
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self.emas: dict[str, EMA] = {}
@@ -196,6 +197,7 @@ class Trainer(Checkpointing):
                 self.ctx._extra = {}
                 for k, v in out.items():
                     metrics[k] = metrics.get(k, 0.0) + float(v) / cfg.grad_accum_steps
+            self.local_history.append({"step": step + 1, **metrics})
             metrics = rank_mean(metrics, self.world_size, self.device)
             self.step_times.append(time.perf_counter() - t_step)
             done = step + 1
