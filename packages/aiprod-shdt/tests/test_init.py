@@ -42,6 +42,7 @@ def run(tmp_path_factory):
     return out, ref, [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
 
 
+@pytest.mark.slow
 def test_each_rank_stays_below_the_full_fp32_model(run):
     _, _, reports = run
     full_bytes = reports[0]["parameters"] * 4
@@ -54,6 +55,7 @@ def test_each_rank_stays_below_the_full_fp32_model(run):
         assert 0.3 < r["nonzero_fraction"] < 0.95  # filled (Xavier), with AdaLN-zero rows left at zero
 
 
+@pytest.mark.slow
 def test_random_init_does_not_depend_on_the_world_size(run):
     out, _, _ = run
     two = load_file(str(out / "init_ws2.safetensors"))
@@ -65,6 +67,7 @@ def test_random_init_does_not_depend_on_the_world_size(run):
     assert not torch.equal(other["double_blocks.0.video.qkv.weight"], one["double_blocks.0.video.qkv.weight"])
 
 
+@pytest.mark.slow
 def test_sharded_load_equals_the_folder(run):
     out, ref, _ = run
     loaded = load_file(str(out / "loaded_ws2.safetensors"))

@@ -23,6 +23,7 @@ def reports(tmp_path_factory) -> list[dict]:
     return [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpointing", [0, 1])
 def test_forward_backward_equal_single_process(reports, checkpointing):
     for r in reports:
@@ -33,6 +34,7 @@ def test_forward_backward_equal_single_process(reports, checkpointing):
         assert r["grad_local"] > 1e-2 * r["grad_scale"]  # the average over ranks is what makes them equal
 
 
+@pytest.mark.slow
 def test_sampling_across_processes_equals_one_process(reports):
     for r in reports:
         assert r["sample_scale"] > 0.1
