@@ -90,7 +90,7 @@ _run_options = [
     click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a YAML key (repeatable)."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps."),
     click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16, float16."),
-    click.option("--seed", type=int, default=None, help="Random seed (default 0)."),
+    click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Random seed (default 0)."),
     click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
     click.option("--force-verify", is_flag=True, help="Re-hash every weight file, ignoring the verified-stamp cache."),
 ]
