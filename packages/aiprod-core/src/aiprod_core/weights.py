@@ -48,8 +48,10 @@ def meta_device():
     """
     saved = {name: getattr(torch.nn.init, name) for name in _INIT_FUNCTIONS if hasattr(torch.nn.init, name)}
     try:
-        for name in saved:
-            setattr(torch.nn.init, name, lambda tensor, *a, **k: tensor)
+        for name, fn in saved.items():
+            # only meta tensors skip: a component may build real tensors inside (the text encoder's seeded
+            # random base), and those must be initialised as usual
+            setattr(torch.nn.init, name, lambda tensor, *a, _fn=fn, **k: tensor if tensor.is_meta else _fn(tensor, *a, **k))
         with torch.device("meta"):
             yield
     finally:
