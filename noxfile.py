@@ -10,6 +10,7 @@ downloads torch; pip still re-installs the packages each time, and `--reuse-venv
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nox
@@ -25,10 +26,12 @@ PACKAGES = [
     "aiprod-upsampler",
     "aiprod-pipelines",
 ]
-# optional extras the full test run installs, so the tests that need them run in CI; without them
-# those tests skip with a reason (the `package` session checks that). aiprod-tts[espeak] (phonemizer)
-# is only of use where the system package espeak-ng is installed (.ci/run installs it).
-TEST_EXTRAS = {"aiprod-core": "quanto", "aiprod-pipelines": "asr", "aiprod-tts": "espeak"}
+# Every package's `test` extra is installed with it. Besides, the full test run installs these optional
+# extras so that the tests needing them run in CI; without them those tests skip with a reason (the
+# `package` sessions check that). aiprod-tts[espeak] (phonemizer) is only of use where the system
+# package espeak-ng is installed (.ci/run installs it). Not installed: benchmark extras (transformers,
+# diffusers), `browser` (selenium + a system chromium).
+TEST_EXTRAS = {"aiprod-core": ["quanto"], "aiprod-pipelines": ["asr", "serve"], "aiprod-tts": ["espeak"]}
 TEMPLATE = "templates/aiprod-plugin"
 TEST_ENV = {"AIPROD_STRICT_PLUGINS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 nox.options.sessions = ["tests"]
@@ -42,11 +45,24 @@ def editable(paths: list[str]) -> list[str]:
     return [arg for p in paths for arg in ("-e", p)]
 
 
+def extras_of(path: str) -> list[str]:
+    """The optional-dependency groups a pyproject.toml declares (read without tomllib: Python 3.10 runs nox too)."""
+    text = (ROOT / path / "pyproject.toml").read_text()
+    section = text.partition("[project.optional-dependencies]")[2].partition("\n[")[0]
+    return re.findall(r"^([A-Za-z0-9_.-]+)\s*=", section, re.M)
+
+
+def with_extras(path: str, extras: list[str]) -> str:
+    """`path[test,...]`: the given extras that the package declares, its `test` extra always."""
+    chosen = [e for e in ["test", *extras] if e in extras_of(path)]
+    return f"{path}[{','.join(chosen)}]" if chosen else path
+
+
 @nox.session(reuse_venv=True)
 def tests(session: nox.Session) -> None:
     """Every package (editable, with its optional test extras) + the template in one venv; all tests."""
-    paths = [f"packages/{p}" + (f"[{TEST_EXTRAS[p]}]" if p in TEST_EXTRAS else "") for p in present(PACKAGES)]
-    session.install(*editable(paths + [TEMPLATE]), "pytest")
+    paths = [with_extras(f"packages/{p}", TEST_EXTRAS.get(p, [])) for p in present(PACKAGES)]
+    session.install(*editable(paths + [with_extras(TEMPLATE, [])]), "pytest")
     session.run("aiprod", "plugins")
     session.run("python", "-m", "pytest", "-q", "-ra", *session.posargs, env=TEST_ENV)
 
@@ -56,8 +72,8 @@ def tests(session: nox.Session) -> None:
 def package(session: nox.Session, package: str) -> None:
     """One package alone: aiprod-core + that package in a fresh venv (undeclared imports fail here)."""
     path = TEMPLATE if package == "template" else f"packages/{package}"
-    session.install("pytest", *editable(["packages/aiprod-core", path]) if path != "packages/aiprod-core"
-                    else editable([path]))
+    paths = [with_extras(path, [])] if path == "packages/aiprod-core" else ["packages/aiprod-core", with_extras(path, [])]
+    session.install("pytest", *editable(paths))
     session.run("aiprod", "plugins")
     session.run("python", "-m", "pytest", "-q", "-ra", f"{path}/tests", *session.posargs,
                 env={"AIPROD_STRICT_PLUGINS": "1"})
