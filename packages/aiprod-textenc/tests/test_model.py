@@ -116,11 +116,15 @@ def trained(tiny_base, tmp_path_factory):
 
 
 def test_training_lowers_the_loss(trained):
+    """The alignment parts (pooled cosine + token F1) fall. The target is anchored (the caption through the
+    frozen start-of-run head) and these synthetic captions add random shot, light and mood words that no
+    prompt predicts, so the loss cannot vanish (a target that could move halved it by collapsing); the
+    in-batch InfoNCE term at batch 4 is too noisy to compare five steps with five."""
     _, trainer, _ = trained
-    losses = [r["loss"] for r in trainer.history]
-    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-    print(f"\ntiny text-encoder: loss {first:.4f} (steps 1-5) -> {last:.4f} (steps 26-30)")
-    assert last < 0.5 * first
+    parts = [r["loss_cos"] + r["loss_tok"] for r in trainer.history]
+    first, last = sum(parts[:5]) / 5, sum(parts[-5:]) / 5
+    print(f"\ntiny text-encoder: cos + token loss {first:.4f} (steps 1-5) -> {last:.4f} (steps 26-30)")
+    assert last < 0.9 * first
 
 
 def test_saved_folder_holds_only_adapter_and_projection(trained, tiny_base):
