@@ -35,7 +35,8 @@ aiprod train configs/train/tiny/hwvae_demo.yaml > logs/hwvae.log 2>&1
 #    a first voice on espeak-ng phonemes (acoustic model, then vocoder; needs aiprod-tts[espeak]), then its
 #    acoustic model fine-tuned on the lexicon + G2P phonemes (vocoder kept): the published voice needs no
 #    system program and carries the G2P model in weights/tiny/tts/g2p
-( aiprod train configs/train/tiny/g2p_demo.yaml && aiprod train configs/train/tiny/tts_demo.yaml \
+G2P_YAML=configs/train/tiny/g2p_demo.yaml  # 700 steps of a 700-step cosine, then extended to 1,900
+( aiprod train $G2P_YAML --set train.max_steps=700 && aiprod train $G2P_YAML && aiprod train configs/train/tiny/tts_demo.yaml \
   && aiprod train configs/train/tiny/tts_lexicon_demo.yaml ) > logs/tts.log 2>&1 &
 TTS=$!
 aiprod train configs/train/tiny/text_encoder_demo.yaml > logs/textenc.log 2>&1
