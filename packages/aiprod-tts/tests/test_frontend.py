@@ -52,6 +52,7 @@ needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None or not _has_
     ("Due 2024-05-12 or 25/12/2024", "Due May twelfth, twenty twenty-four or December twenty-fifth, twenty twenty-four"),
     ("He is 6 ft. tall, born 1905", "He is six feet tall, born nineteen oh five"),
     ("a ratio 3/4 here", "a ratio three slash four here"),
+    ("221B Baker St.", "two hundred twenty-one B Baker Street."),
 ])
 def test_normalisation(text, expected):
     assert normalize_text(text) == expected

@@ -214,6 +214,7 @@ def normalize_text(text: str, day_first: bool = False) -> str:
     # 1,250 is a number, never a year: spelled out here, before the year rule of plain numbers
     text = _COMMA_NUMBER_RE.sub(lambda m: number_to_words(int(m.group(0).replace(",", ""))), text)
     text = _DECADE_RE.sub(lambda m: decade_to_words(int(m.group(1))), text)
+    text = re.sub(r"\b(\d+)([A-Za-z])\b", r"\1 \2", text)  # 221B → 221 B (a house number and its letter)
     text = _ORDINAL_RE.sub(lambda m: ordinal_to_words(int(m.group(1))), text)
     text = _DECIMAL_RE.sub(lambda m: f"{number_to_words(int(m.group(1)))} point {digits_to_words(m.group(2))}", text)
     text = _NUMBER_RE.sub(_plain_number, text)
