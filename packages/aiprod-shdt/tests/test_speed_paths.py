@@ -86,3 +86,12 @@ def test_rope_without_float_copy_matches_float32_reference(dtype):
     assert out.dtype == dtype
     tol = 1e-6 if dtype == torch.float32 else 3e-2  # bf16: a few ulps of values up to ~4
     assert (out.float() - ref).abs().max() < tol
+
+
+def test_compile_option_compiles_every_block_and_keeps_the_state_dict():
+    kw = dict(in_channels=4, patch_size=2, hidden_size=64, num_heads=4, depth_double=1, depth_single=1, text_dim=32,
+              rope_axes_dim=(4, 6, 6))
+    plain, compiled = SHDT(**kw), SHDT(**kw, compile=True)
+    assert all(b._compiled_call_impl is not None for b in [*compiled.double_blocks, *compiled.single_blocks])
+    assert plain.single_blocks[0]._compiled_call_impl is None
+    assert plain.state_dict().keys() == compiled.state_dict().keys()

@@ -58,6 +58,8 @@ class SHDTConfig(StrictModel):
     guidance_embed: bool = Field(False, description="embed a guidance strength (guidance-distilled model)")
     timestep_scale: float = Field(1000.0, gt=0, description="sigma in [0,1] is scaled by this before the sinusoid")
     norm_eps: float = Field(1e-6, gt=0, description="epsilon of LayerNorm and QK RMSNorm")
+    compile: bool = Field(False, description="torch.compile every transformer block (the first call compiles; "
+                                            "for inference; a run-time choice, no weight changes)")
 
     @model_validator(mode="after")
     def _check(self) -> SHDTConfig:
@@ -111,7 +113,7 @@ class Modulation(nn.Module):
         self.lin = nn.Linear(dim, n * dim)
 
     def forward(self, vec: torch.Tensor) -> list[torch.Tensor]:
-        pre = self.__dict__.get("_fused")  # set by SHDT.forward: every modulation of the model in one matmul
+        pre = None if torch.compiler.is_compiling() else self.__dict__.get("_fused")  # set by SHDT.forward
         out = pre[1] if pre is not None and pre[0] is vec else self.lin(F.silu(vec))
         return list(out[:, None, :].chunk(self.n, dim=-1))  # n x [B, 1, D]
 
@@ -127,7 +129,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch
     that :mod:`aiprod_shdt.parallel` swaps in for this function needs it."""
     if key_mask is None:
         out = F.scaled_dot_product_attention(q, k, v)
-    elif (groups := _prefix_groups(key_mask)) is None:  # holes in the mask: dense boolean mask
+    elif torch.compiler.is_compiling() or (groups := _prefix_groups(key_mask)) is None:  # dense boolean mask
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
     elif len(groups) == 1:  # one key length for the whole batch: cut the padded keys, no mask
         length, _ = groups[0]
@@ -169,7 +171,7 @@ class Rope:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # x [B, H, S, D], video tokens first
         if x.shape[2] == self.n:
             return apply_rope(x, self.cos, self.sin)
-        if not torch.is_grad_enabled():  # one output buffer, no concatenation
+        if not torch.is_grad_enabled() and not torch.compiler.is_compiling():  # one output buffer, no concatenation
             out = torch.empty_like(x, memory_format=torch.contiguous_format)
             out[:, :, self.n :] = x[:, :, self.n :]
             apply_rope(x[:, :, : self.n], self.cos, self.sin, out=out[:, :, : self.n])
@@ -302,7 +304,8 @@ class SHDT(PretrainedMixin, nn.Module):
     def __init__(self, *, in_channels: int = 16, patch_size: int = 2, hidden_size: int = 3840, num_heads: int = 30,
                  depth_double: int = 20, depth_single: int = 38, mlp_ratio: float = 4.0, text_dim: int = 4096,
                  rope_axes_dim: tuple[int, int, int] = (16, 56, 56), rope_theta: float = 10_000.0,
-                 guidance_embed: bool = False, timestep_scale: float = 1000.0, norm_eps: float = 1e-6):
+                 guidance_embed: bool = False, timestep_scale: float = 1000.0, norm_eps: float = 1e-6,
+                 compile: bool = False):
         super().__init__()
         self.in_channels = in_channels
         self.text_dim = text_dim
@@ -322,6 +325,9 @@ class SHDT(PretrainedMixin, nn.Module):
         self.single_blocks = nn.ModuleList(SingleStreamBlock(d, num_heads, mlp_ratio, norm_eps) for _ in range(depth_single))
         self.final = FinalLayer(d, patch_dim, norm_eps)
         self.reset_parameters()
+        if compile:  # per block: one graph per block type and shape, reused by every block of that type
+            for block in [*self.double_blocks, *self.single_blocks]:
+                block.compile()
 
     # -- init ---------------------------------------------------------------------------------
     def reset_parameters(self) -> None:

@@ -34,7 +34,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch
     """Rotate interleaved channel pairs of ``x [B, heads, N, head_dim]`` by ``cos/sin [N, head_dim/2]``
     (into ``out``, a tensor shaped like ``x``, when given and autograd is off)."""
     x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)  # [B, H, N, D/2] each
-    if torch.is_grad_enabled() and x.requires_grad:  # autograd: plain ops (out= is not differentiable)
+    if (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling():
+        # autograd: plain ops (out= is not differentiable); torch.compile fuses the plain ops itself
         if x.dtype != cos.dtype:
             x0, x1 = x0.float(), x1.float()
         return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2).to(x.dtype)
