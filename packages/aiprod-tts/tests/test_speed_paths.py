@@ -43,3 +43,13 @@ def test_vocoder_inference_path_equals_autograd_path():
     with torch.no_grad():
         out = voice.vocoder(mel)
     assert torch.allclose(out, ref, atol=1e-6)
+
+
+def test_chunked_vocoding_matches_whole_sentences():
+    voice = _voice()
+    whole = voice.synthesize(TEXT)
+    pieces = list(voice.synthesize_stream(TEXT, chunk_seconds=0.1))
+    assert len(pieces) > 5  # sentences were cut into chunks
+    chunked = torch.cat(pieces)
+    assert chunked.shape == whole.shape
+    assert torch.allclose(chunked, whole, atol=1e-5)

@@ -83,6 +83,16 @@ class FastSpeech2HiFiGAN(PretrainedMixin, nn.Module):
         self.acoustic = FastSpeech2(cfg.acoustic, len(f.symbols), cfg.audio.n_mels)
         self.vocoder = HiFiGANGenerator(cfg.vocoder, cfg.audio.n_mels)
 
+    def _vocode(self, mel: torch.Tensor, chunk_seconds: float | None, context: int) -> Iterator[torch.Tensor]:
+        """float32 CPU wav of ``mel [1, n_mels, T]``: whole, or chunk by chunk with ``context`` frames each side."""
+        n = mel.shape[-1]
+        step = n if not chunk_seconds else max(1, round(chunk_seconds * self.sample_rate / self.hop_length))
+        for a in range(0, n, step):
+            b, lo = min(n, a + step), max(0, a - context)
+            hi = min(n, b + context)
+            wav = self.vocoder(mel[..., lo:hi])[0, 0]
+            yield wav[(a - lo) * self.hop_length : (b - lo) * self.hop_length].float().cpu()
+
     # -- the G2P model travels inside the voice folder (<voice>/g2p), covered by the voice's manifest --------
     G2P_SUBFOLDER: ClassVar[str] = "g2p"
 
@@ -166,11 +176,16 @@ class FastSpeech2HiFiGAN(PretrainedMixin, nn.Module):
 
     @torch.no_grad()
     def synthesize_stream(self, text: str, *, speed: float = 1.0, pitch_shift: float = 0.0,
-                          pitch_scale: float = 1.0, energy_scale: float = 1.0,
-                          speaker: int | None = None) -> Iterator[torch.Tensor]:
+                          pitch_scale: float = 1.0, energy_scale: float = 1.0, speaker: int | None = None,
+                          chunk_seconds: float | None = None, context_frames: int = 16) -> Iterator[torch.Tensor]:
         """:meth:`synthesize` as a stream: yields each sentence's float32 CPU wav (then its pause) as soon
         as it is synthesised, so the first audio is out while the rest of a long text is still being
-        computed. The concatenation of the pieces is exactly :meth:`synthesize`'s result."""
+        computed. The concatenation of the pieces is exactly :meth:`synthesize`'s result.
+
+        ``chunk_seconds``: also cut each sentence's vocoding into chunks of about that length, each
+        vocoded with ``context_frames`` mel frames of context on both sides (HiFi-GAN V1 sees about 11
+        frames either way, so the joins match the whole-sentence result to float rounding): the first
+        audio then waits for one chunk instead of the whole first sentence."""
         if speed <= 0 or pitch_scale < 0 or energy_scale <= 0:
             raise AiprodError(f"speed and energy_scale must be > 0 and pitch_scale >= 0 "
                               f"(got speed={speed}, pitch_scale={pitch_scale}, energy_scale={energy_scale})")
@@ -190,12 +205,21 @@ class FastSpeech2HiFiGAN(PretrainedMixin, nn.Module):
             out = self.acoustic.infer(tokens, torch.tensor([len(enc.ids)], device=p.device), spk, speed=speed,
                                       pitch_shift=pitch_shift, pitch_scale=pitch_scale, energy_scale=energy_scale,
                                       **self._controls())
-            wav = self.vocoder(out.mel.to(p.dtype))[0, 0].float().cpu()
-            ramp = torch.linspace(0, 1, min(fade, wav.numel() // 2))  # 5 ms fades: no clicks at the joins
-            wav[: ramp.numel()] *= ramp
-            wav[wav.numel() - ramp.numel():] *= ramp.flip(0)
-            said = True
-            yield wav.clamp_(-1, 1)
+            mel = out.mel.to(p.dtype)
+            total = mel.shape[-1] * self.hop_length
+            ramp = torch.linspace(0, 1, min(fade, total // 2))  # 5 ms fades: no clicks at the joins
+            done = 0
+            for wav in self._vocode(mel, chunk_seconds, context_frames):
+                if done < ramp.numel():  # the fade-in (chunks are longer than the 5 ms ramp)
+                    n = min(ramp.numel() - done, wav.numel())
+                    wav[:n] *= ramp[done : done + n]
+                tail = total - ramp.numel()  # where the fade-out starts
+                if done + wav.numel() > tail:
+                    a = max(tail - done, 0)
+                    wav[a:] *= ramp.flip(0)[done + a - tail : done + wav.numel() - tail]
+                done += wav.numel()
+                said = True
+                yield wav.clamp_(-1, 1)
             if i < len(sentences) - 1:
                 pause = self.cfg.sentence_pause if sentences[i].rstrip()[-1:] in ".!?" else self.cfg.clause_pause
                 yield torch.zeros(int(pause / speed * self.sample_rate))
