@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--sentences", type=int, default=2, help="sentences of the text (2: ~15 s of speech at v1)")
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--skip-whole", action="store_true", help="only the first-audio and vocoder rows")
     args = ap.parse_args(argv)
     device = setup(args)
     text = " ".join(SENTENCES[: args.sentences])
@@ -64,14 +65,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                   pitch_std=ours.cfg.audio.pitch_std).mel
     sent_s = mel.shape[-1] * ours.hop_length / ours.sample_rate
     params = ours.num_parameters()
-    cases = [Case("aiprod-tts whole text fp32", lambda: ours.synthesize(text), params, "whole", ours=True,
-                  extra={"audio_s": audio_s})]
+    cases = [] if args.skip_whole else [
+        Case("aiprod-tts whole text fp32", lambda: ours.synthesize(text), params, "whole", ours=True,
+             extra={"audio_s": audio_s})]
     if args.bf16:
         ours_bf = voice(args.preset, torch.bfloat16, device)
         cases.append(Case("aiprod-tts whole text bf16", lambda: ours_bf.synthesize(text), params, "whole",
                           extra={"audio_s": audio_s}))
     cases.append(Case("aiprod-tts first audio (stream) fp32", lambda: next(iter(ours.synthesize_stream(text))),
                       params, "first", ours=True, extra={"audio_s": 0.0}))
+    cases.append(Case("aiprod-tts first audio (0.5 s chunks) fp32",
+                      lambda: next(iter(ours.synthesize_stream(text, chunk_seconds=0.5))), params, "first",
+                      extra={"audio_s": 0.0}))
 
     def our_voc():
         with torch.no_grad():
