@@ -255,12 +255,13 @@ class CachedClips:
     """
 
     def __init__(self, root: str | Path, curriculum: list[Stage] | None = None, *, seed: int = 0, grad_accum: int = 1,
-                 num_workers: int = 0, prefetch: int = 2):
+                 num_workers: int = 0, prefetch: int = 2, group_size: int = 1):
         from aiprod_core.data.shards import is_url
 
         self.root = str(root) if is_url(str(root)) else Path(root)
         self.curriculum, self.seed, self.grad_accum = curriculum, seed, grad_accum
         self.num_workers, self.prefetch = num_workers, prefetch
+        self.group_size = group_size  # context parallelism: K neighbouring ranks draw the same clips
         self._readers: dict[int, object] = {}
         self._buckets: dict[tuple, np.ndarray] = {}
         self._loaders: dict[int, tuple] = {}
@@ -313,6 +314,7 @@ class CachedClips:
             for j in list(self._loaders):  # one stage's workers at a time
                 self._loaders.pop(j)[0].close()
             rank, world = rank_and_world()
+            rank, world = rank // self.group_size, max(1, world // self.group_size)
             ratios = stage.aspect_ratios or default_ratios
             sizes = [(h // SPATIAL, w // SPATIAL) for h, w in bucket_sizes(stage.resolution, ratios)]
             try:
