@@ -292,3 +292,16 @@ def test_a_broken_register_commands_is_one_line_under_strict(monkeypatch, capsys
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad-dist" in err and "KeyError" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("field,value", [("max_steps", -5), ("batch_size", 0), ("keep_checkpoints", -1),
+                                         ("checkpoint_every", 0), ("lr", -1), ("lr", ".inf"), ("log_every", 0),
+                                         ("grad_accum_steps", 0), ("betas", "[0.9, 1.5]"), ("ema_decay", 1.0)])
+def test_train_values_that_would_fail_or_be_silently_accepted(tmp_path, field, value):
+    y = tmp_path / "r.yaml"
+    y.write_text(f"recipe: toy\ntrain: {{output_dir: {tmp_path / 'out'}, max_steps: 3}}\n")
+    assert invoke("validate", y).exit_code == 0
+    for cmd in ("validate", "train"):
+        res = invoke(cmd, y, "--set", f"train.{field}={value}")
+        lines = _lines(res)
+        assert res.exit_code == 2 and len(lines) == 1 and f"{y}: train.{field}" in lines[0], lines
