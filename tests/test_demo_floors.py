@@ -1,7 +1,9 @@
 """The quality floors of the end-to-end issue, on the committed demo weights and freshly generated held-out
 data (the corpora are pure functions of their settings, so these are the splits weights/tiny/README.md
 reports): HW-VAE PSNR >= 30 dB, codec SI-SDR >= 8 dB at 6 kbps, TTS mel distance <= 0.8 x untrained
-(+ pocketsphinx WER reported), text-to-video colour hit >= 0.70."""
+(+ pocketsphinx WER reported), and text-to-video on freshly drawn held-out sets: colour >= 0.70 (the
+end-to-end issue's floor) on three draws; the demo issue's floors (colour >= 0.90, direction >= 0.80,
+shape >= 0.70, aiprod eval's judges) are a strict xfail until the demo is retrained."""
 
 from __future__ import annotations
 
@@ -61,6 +63,39 @@ def test_tts_mel_distance_and_wer(speech_corpus, monkeypatch, tmp_path):
         assert 0 <= r["asr_wer_reference"] <= 1.0 and r["asr_wer"] >= 0
 
 
-def test_text_to_video_colour_hit(video_corpus, monkeypatch, tmp_path):
-    r = _eval(ROOT / "examples" / "text_to_video.yaml", video_corpus, monkeypatch, tmp_path)
-    assert r["clips"] == 32 and r["reference_colour_hit_rate"] == 1.0 and r["floor"]["pass"], r["floor"]
+_T2V: dict[int, dict] = {}  # draw seed -> floor checks (each draw is generated and evaluated once per session)
+
+
+def _text_to_video(draw_seed: int, monkeypatch, tmp_path) -> dict:
+    """aiprod eval of the README's example on held-out (colour, shape, direction) combinations never trained
+    on, drawn afresh (photos, crops, sizes, paths) with a seed other than the corpus' own."""
+    if draw_seed not in _T2V:
+        _T2V[draw_seed] = _text_to_video_eval(draw_seed, monkeypatch, tmp_path)
+    return _T2V[draw_seed]
+
+
+def _text_to_video_eval(draw_seed: int, monkeypatch, tmp_path) -> dict:
+    pytest.importorskip("aiprod_pipelines")
+    from aiprod_pipelines.corpus import CorpusConfig, make_video_corpus
+
+    data = make_video_corpus(tmp_path / "vc", CorpusConfig(train_clips=1, draw_seed=draw_seed))
+    r = _eval(ROOT / "examples" / "text_to_video.yaml", data, monkeypatch, tmp_path)
+    assert r["clips"] == 32
+    for k in ("colour", "direction", "shape"):
+        assert r[f"reference_{k}_hit_rate"] >= 0.95, k  # the judges read the ground truth (draw 2: shape 31/32)
+    return {c["metric"]: c for c in r["floor"]["checks"]}
+
+
+@pytest.mark.parametrize("draw_seed", [1, 2, 3])
+def test_text_to_video_colour_regression(draw_seed, monkeypatch, tmp_path):
+    """The end-to-end issue's colour floor (>= 0.70) holds on three fresh draws (measured 0.875 on draw 1)."""
+    check = _text_to_video(draw_seed, monkeypatch, tmp_path)["colour_hit_rate"]
+    assert check["value"] >= 0.70, check
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18: the demo text encoder + SHDT were not yet retrained to follow "
+                   "direction and shape words (draw 1: colour 0.875, direction 0.25, shape 0.31 against floors "
+                   "0.90 / 0.80 / 0.70); strict: once it passes, drop this mark")
+def test_text_to_video_floors(monkeypatch, tmp_path):
+    checks = _text_to_video(1, monkeypatch, tmp_path)
+    assert all(c["pass"] for c in checks.values()), checks
