@@ -99,7 +99,7 @@ def test_pipeline_load_fuse_unfuse_with_demo_shdt(tmp_path):
 
     if ("video-denoiser", "shdt") not in registry_mod.get_registry().components:
         pytest.skip("aiprod-shdt not installed")
-    from conftest import REPO
+    REPO = __import__("pathlib").Path(__file__).resolve().parents[3]  # not `from conftest`: another package's conftest may hold that name in the full run
 
     from aiprod_pipelines.api import TextToVideoPipeline
 
@@ -146,7 +146,7 @@ def test_adapter_exported_by_the_shdt_trainer_loads_and_matches_its_merged_model
     gives the merged model's output, verified by the manifest the trainer now writes."""
     shdt_train = pytest.importorskip("aiprod_shdt.train")
     import yaml
-    from conftest import REPO
+    REPO = __import__("pathlib").Path(__file__).resolve().parents[3]  # not `from conftest`: another package's conftest may hold that name in the full run
 
     from aiprod_core.training import Trainer
     from aiprod_shdt.model import SHDT
