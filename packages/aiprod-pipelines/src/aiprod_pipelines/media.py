@@ -144,7 +144,6 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float, audio: Any | Non
     ``path`` is refused unless ``overwrite``. ``threads=0`` lets x264 choose. ``metadata`` (e.g.
     ``{"comment": ...}``) is stored in the container and read back by :func:`read_mp4`.
     """
-    import av
 
     path = Path(path)
     frames = _check_frames(frames)
@@ -154,18 +153,30 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float, audio: Any | Non
         audio = _check_audio(audio)
         if sample_rate is None or sample_rate <= 0:
             raise AiprodError("write_mp4: audio needs a positive sample_rate")
+    video_options = {"crf": str(int(crf)), "preset": preset, "threads": str(int(threads))}
+    return _mux(path, "mp4", frames, fps, ("libx264", video_options), audio, sample_rate, "aac", audio_bitrate,
+                metadata)
+
+
+def _mux(path: Path, container: str, frames: np.ndarray, fps: float, video: tuple[str, dict[str, str]],
+         audio: np.ndarray | None, sample_rate: int | None, audio_codec: str, audio_bitrate: int,
+         metadata: dict[str, str] | None) -> Path:
+    """The one muxing loop of :func:`write_mp4` and :func:`write_webm`: yuv420p video from RGB frames
+    (``video`` = encoder name, options) and optional mono float audio, written atomically."""
+    import av
+
     rate = _fps_fraction(fps)
     t, h, w = frames.shape[:3]
-    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as out:
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format=container) as out:
         for key, value in (metadata or {}).items():
             out.metadata[key] = str(value)
-        vs = out.add_stream("libx264", rate=rate)
+        vs = out.add_stream(video[0], rate=rate)
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         vs.codec_context.time_base = 1 / rate
-        vs.options = {"crf": str(int(crf)), "preset": preset, "threads": str(int(threads))}
+        vs.options = video[1]
         astream = None
         if audio is not None:
-            astream = out.add_stream("aac", rate=int(sample_rate), layout="mono")
+            astream = out.add_stream(audio_codec, rate=int(sample_rate), layout="mono")
             astream.bit_rate = int(audio_bitrate)
         for i in range(t):
             frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
@@ -177,8 +188,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float, audio: Any | Non
             for start in range(0, len(audio), chunk):
                 piece = np.ascontiguousarray(audio[start:start + chunk][None])
                 aframe = av.AudioFrame.from_ndarray(piece, format="flt", layout="mono")
-                aframe.sample_rate = int(sample_rate)
-                aframe.pts = start
+                aframe.sample_rate, aframe.pts = int(sample_rate), start
                 out.mux(astream.encode(aframe))
             out.mux(astream.encode(None))
     return path
@@ -282,7 +292,6 @@ def write_webm(path: str | Path, frames: np.ndarray, fps: float, audio: Any | No
                sample_rate: int | None = None, *, crf: int = 32, audio_bitrate: int = 96_000,
                overwrite: bool = False, metadata: dict[str, str] | None = None) -> Path:
     """Write VP9 (libvpx-vp9, constant quality ``crf``) video and optional mono Opus audio, atomically."""
-    import av
 
     path = Path(path)
     frames = _check_frames(frames)
@@ -292,32 +301,9 @@ def write_webm(path: str | Path, frames: np.ndarray, fps: float, audio: Any | No
         audio = _check_audio(audio)
         if sample_rate not in (8000, 12000, 16000, 24000, 48000):
             raise AiprodError(f"write_webm: Opus needs a sample rate of 8, 12, 16, 24 or 48 kHz, got {sample_rate}")
-    rate = _fps_fraction(fps)
-    t, h, w = frames.shape[:3]
-    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="webm") as out:
-        for key, value in (metadata or {}).items():
-            out.metadata[key] = str(value)
-        vs = out.add_stream("libvpx-vp9", rate=rate)
-        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        vs.codec_context.time_base = 1 / rate
-        vs.options = {"crf": str(int(crf)), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
-        astream = None
-        if audio is not None:
-            astream = out.add_stream("libopus", rate=int(sample_rate), layout="mono")
-            astream.bit_rate = int(audio_bitrate)
-        for i in range(t):
-            frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
-            frame.pts = i
-            out.mux(vs.encode(frame))
-        out.mux(vs.encode(None))
-        if astream is not None:
-            for start in range(0, len(audio), 8192):
-                aframe = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[start:start + 8192][None]),
-                                                    format="flt", layout="mono")
-                aframe.sample_rate, aframe.pts = int(sample_rate), start
-                out.mux(astream.encode(aframe))
-            out.mux(astream.encode(None))
-    return path
+    video_options = {"crf": str(int(crf)), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
+    return _mux(path, "webm", frames, fps, ("libvpx-vp9", video_options), audio, sample_rate, "libopus",
+                audio_bitrate, metadata)
 
 
 def write_gif(path: str | Path, frames: np.ndarray, fps: float, *, overwrite: bool = False) -> Path:
