@@ -276,8 +276,8 @@ def read_captions(folder: str | Path) -> list[dict[str, Any]]:
             e = json.loads(line)
         except ValueError as err:
             raise AiprodError(f"{path}:{n}: not valid JSON ({err})") from None
-        if not isinstance(e, dict) or "file" not in e or "caption" not in e:
-            raise AiprodError(f"{path}:{n}: expected an object with 'file' and 'caption'")
+        if not isinstance(e, dict) or not isinstance(e.get("file"), str) or not isinstance(e.get("caption"), str):
+            raise AiprodError(f"{path}:{n}: expected an object with 'file' and 'caption' strings")
         entries.append({**e, "path": folder / e["file"]})
     return entries
 

@@ -76,21 +76,11 @@ def find_videos(root: Path) -> list[Path]:
 
 def read_video_captions(root: Path) -> dict[str, str]:
     """``relative path → caption`` from ``root/captions.jsonl`` (sidecar ``.txt`` files are read per video)."""
-    path = root / "captions.jsonl"
-    out: dict[str, str] = {}
-    if not path.is_file():
-        return out
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            e = json.loads(line)
-        except ValueError as err:
-            raise AiprodError(f"{path}:{n}: not valid JSON ({err})") from None
-        if not isinstance(e, dict) or not isinstance(e.get("file"), str) or not isinstance(e.get("caption"), str):
-            raise AiprodError(f"{path}:{n}: expected an object with 'file' and 'caption' strings")
-        out[Path(e["file"]).as_posix()] = e["caption"]
-    return out
+    from aiprod_pipelines.corpus import read_captions
+
+    if not (root / "captions.jsonl").is_file():
+        return {}
+    return {Path(e["file"]).as_posix(): e["caption"] for e in read_captions(root)}
 
 
 def clip_name(rel: str) -> str:
