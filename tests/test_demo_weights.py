@@ -35,6 +35,9 @@ def test_every_component_is_there_verified_and_within_budget(tmp_path, monkeypat
         assert (meta["kind"], meta["name"]) == (kind, name), folder
         total += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     assert total <= BUDGET, f"weights/tiny holds {total / 2**20:.1f} MB"
+    # the folder is also a pipeline folder (pipeline.json): its own manifest covers every file, README included,
+    # so a component re-published without `aiprod manifest weights/tiny` is caught here
+    verify(WEIGHTS, force=True)
 
 
 @pytest.mark.parametrize("folder", sorted(COMPONENTS))
