@@ -82,3 +82,29 @@ def test_pipeline_kinds(speech_dir, tmp_path):
     assert run_document(enc, device="cpu", dtype="float32", quiet=True)["num_codebooks"] == 8
     run_document(dec, device="cpu", dtype="float32", quiet=True)
     assert sf.info(str(tmp_path / "o.wav")).frames == load_audio(speech_dir / "utt1.wav", 24000).shape[0]
+
+
+def test_codes_from_before_a_new_defaulted_config_field_still_decode(speech_dir, tmp_path):
+    """Codes store the codec's config; a field added later with its default (depthwise_residual) must not make
+    them undecodable with the same codec, while a config that really differs is still refused by name."""
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = _codec_folder(tmp_path)
+    codes_path = tmp_path / "codes.safetensors"
+    res = _run("audio", "encode", speech_dir / "utt0.wav", "-o", codes_path, "--bandwidth", "15", "--weights", folder,
+               "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    with safe_open(str(codes_path), framework="pt") as f:
+        codes, meta = f.get_tensor("codes"), f.metadata()
+    config = json.loads(meta["config"])
+    assert config.pop("depthwise_residual") is False  # as a file written before the field existed
+    old = tmp_path / "old.safetensors"
+    save_file({"codes": codes}, str(old), metadata={**meta, "config": json.dumps(config)})
+    res = _run("audio", "decode", old, "-o", tmp_path / "old.wav", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    other = tmp_path / "other.safetensors"
+    save_file({"codes": codes}, str(other), metadata={**meta, "config": json.dumps({**config, "kernel_size": config["kernel_size"] + 2})})
+    res = _run("audio", "decode", other, "-o", tmp_path / "other.wav", "--device", "cpu")
+    assert res.exit_code == 2 and "different config" in res.output and "kernel_size" in res.output, res.output

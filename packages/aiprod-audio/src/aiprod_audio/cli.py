@@ -104,8 +104,16 @@ def decode_file(codec, src: Path, dst: Path, codes=None, meta=None) -> dict[str,
     if codes is None:
         codes, meta = read_codes(src)
     stored = json.loads(meta.get("config", "{}"))
-    if stored and stored != codec.config.model_dump(mode="json"):
-        diff = sorted(k for k in stored if stored[k] != codec.config.model_dump(mode="json").get(k))
+    current = codec.config.model_dump(mode="json")
+    if stored:
+        # read the stored config through the config model: fields added since (with their defaults) then
+        # compare equal, so codes written before a new defaulted field still decode with the same codec
+        try:
+            stored = type(codec.config).model_validate(stored).model_dump(mode="json")
+        except ValueError:
+            pass  # a field the codec no longer knows: compare as written, the differing keys are named below
+    if stored and stored != current:
+        diff = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
         raise AiprodError(f"{src}: codes were made by a codec with a different config ({', '.join(diff)})")
     device = next(codec.parameters()).device
     with torch.no_grad():
