@@ -96,16 +96,17 @@ class _PeakRSS:
 
 def measure(fn: Callable[[], Any], device: torch.device) -> tuple[float, float, int]:
     """(wall s, process CPU s, peak bytes) of one call."""
-    from aiprod_core.device import synchronize
+    from aiprod_core.device import device_memory, synchronize
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
+    mem_mod = device_memory(device)  # the accelerator's allocator when it tracks its peak, else process RSS
+    if mem_mod is not None:
+        mem_mod.reset_peak_memory_stats(device)
+        base = mem_mod.memory_allocated(device)
         t, c = time.perf_counter(), time.process_time()
         fn()
         synchronize(device)
         wall, cpu = time.perf_counter() - t, time.process_time() - c
-        return wall, cpu, torch.cuda.max_memory_allocated(device) - base
+        return wall, cpu, mem_mod.max_memory_allocated(device) - base
     with _PeakRSS() as mem:
         t, c = time.perf_counter(), time.process_time()
         fn()

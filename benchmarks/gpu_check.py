@@ -36,6 +36,8 @@ from pathlib import Path
 
 import torch
 
+from aiprod_core.device import backend, pick_device
+
 GIB = 1024**3
 #: peak dense bf16 TFLOP/s by device name (NVIDIA data sheets, SXM parts)
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "B200": 2250.0, "GH200": 989.0}
@@ -177,7 +179,8 @@ def _process_group(device: torch.device) -> None:
 
     if not dist.is_initialized():
         store = tempfile.NamedTemporaryFile(prefix="gpu_check_pg_", delete=False).name
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"file://{store}",
+        pg_backend = dist.Backend.default_device_backend_map.get(device.type, "gloo")  # nccl, xccl, gloo...
+        dist.init_process_group(pg_backend, init_method=f"file://{store}",
                                 rank=0, world_size=1)
 
 
@@ -192,8 +195,9 @@ def check_train_step(state, sizes, device, peak) -> dict:
     from aiprod_shdt.presets import PRESETS
 
     state.pop("model", None)  # free the inference model first
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    mod = backend(device)
+    if mod is not None and hasattr(mod, "empty_cache"):
+        mod.empty_cache()
     _process_group(device)
     config = {**PRESETS[sizes.preset], "depth_double": 1, "depth_single": 1}
     with torch.device("meta"):
@@ -252,18 +256,14 @@ NEEDS_MODEL = {"forward_bf16", "forward_fp8"}
 
 
 def run(tiny: bool, device: str | None, only: list[str], peak_tflops: float | None) -> dict:
-    if device is None:
-        device = "cpu" if tiny else "cuda"
-    dev = torch.device(device)
+    dev = pick_device(device or ("cpu" if tiny else "auto"))
+    mod = backend(dev)
+    if dev.type == "cpu" and not tiny:
+        raise SystemExit("gpu_check: no accelerator found (use --tiny for the CPU smoke test, or --device)")
+    name = mod.get_device_name(dev) if mod is not None and hasattr(mod, "get_device_name") else dev.type
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SystemExit("gpu_check: no CUDA device (use --tiny for the CPU smoke test)")
-        dev = torch.device("cuda", torch.cuda.current_device())
-        name = torch.cuda.get_device_name(dev)
-        torch.backends.cuda.matmul.allow_tf32 = True
-    else:
-        name = "cpu"
-    if peak_tflops is None and dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls where fp32 remains (CUDA only)
+    if peak_tflops is None and mod is not None:
         peak_tflops = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
     sizes = Sizes(tiny)
     names = only or list(CHECKS)
@@ -286,7 +286,7 @@ def run(tiny: bool, device: str | None, only: list[str], peak_tflops: float | No
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true", help="tiny presets on the CPU (smoke test)")
-    ap.add_argument("--device", default=None, help="default: cuda, or cpu with --tiny")
+    ap.add_argument("--device", default=None, help="default: the first accelerator (aiprod's auto), or cpu with --tiny")
     ap.add_argument("--only", action="append", choices=list(CHECKS), default=[], help="run only these checks")
     ap.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s (default: by GPU name)")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
