@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
 from aiprod_core.config import StrictModel
+from aiprod_tts import fastconv
 
 LRELU = 0.1
 
@@ -44,19 +45,22 @@ class ResBlock(nn.Module):
                                     for _ in dilations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or not HiFiGANGenerator.fast_inference:
             for c1, c2 in zip(self.convs1, self.convs2):
                 x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU)), LRELU))
             return x
-        # inference: the same ops in place on fresh buffers (the input x itself is never modified: the
-        # parallel blocks of the multi-receptive-field fusion all read it)
+        # inference (fastconv): folded weights, FFT convolution for wide kernels, activation fused into the
+        # padding; the input x itself is never modified (the parallel blocks of the MRF all read it)
         for c1, c2 in zip(self.convs1, self.convs2):
-            x = c2(F.leaky_relu_(c1(F.leaky_relu(x, LRELU)), LRELU)).add_(x)
+            x = fastconv.conv1d(c2, fastconv.conv1d(c1, x, LRELU), LRELU, inplace=True).add_(x)
         return x
 
 
 class HiFiGANGenerator(nn.Module):
     """log-mel [B, n_mels, T] → waveform [B, 1, T * prod(upsample_rates)] in [-1, 1]."""
+
+    # class switch: without autograd, take the fastconv path (False: the plain ops, for comparison)
+    fast_inference: bool = True
 
     def __init__(self, cfg: VocoderConfig, n_mels: int):
         super().__init__()
@@ -73,20 +77,28 @@ class HiFiGANGenerator(nn.Module):
         self.conv_post = weight_norm(nn.Conv1d(ch // 2 ** len(cfg.upsample_rates), 1, 7, padding=3))
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled() and HiFiGANGenerator.fast_inference:
+            return self._infer(mel)
         x = self.conv_pre(mel)
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU))
             # multi-receptive-field fusion: average of the parallel residual blocks
             blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]
-            if torch.is_grad_enabled():
-                x = sum(block(x) for block in blocks) / self.n_kernels
-            else:  # accumulate in place
-                acc = blocks[0](x)
-                for block in blocks[1:]:
-                    acc.add_(block(x))
-                x = acc.div_(self.n_kernels)
+            x = sum(block(x) for block in blocks) / self.n_kernels
         # the paper's final leaky ReLU uses the default slope 0.01
         return torch.tanh(self.conv_post(F.leaky_relu(x)))
+
+    def _infer(self, mel: torch.Tensor) -> torch.Tensor:
+        """The same pass without autograd (see ``fastconv``): folded weights, FFT convolutions, in place."""
+        x = fastconv.conv1d(self.conv_pre, mel)
+        for i, up in enumerate(self.ups):
+            x = fastconv.conv_transpose1d(up, F.leaky_relu(x, LRELU))
+            blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]
+            acc = blocks[0](x)
+            for block in blocks[1:]:
+                acc.add_(block(x))
+            x = acc.div_(self.n_kernels)
+        return torch.tanh_(fastconv.conv1d(self.conv_post, x, 0.01))
 
 
 # ---------------------------------------------------------------------------------------
