@@ -5,8 +5,10 @@ COMPONENT              DATA                            metric                   
 =====================  ==============================  =============================================  ==========
 video-autoencoder dir  folder of mp4 (video corpus)    PSNR of encode→decode, dB (8-bit frames)       ≥ 30 dB
 audio-codec dir        folder of wav/flac              SI-SDR at ``--kbps`` (6), dB                   ≥ 8 dB
-speech-synthesizer dir LJSpeech layout (metadata.csv)  log-mel distance to the reference, dB (DTW),    ≤ 0.8 x
+speech-synthesizer dir LJSpeech layout (metadata.csv)  log-mel distance to the reference, dB (DTW),    ≤ 0.5 x
                                                        and the same for an untrained build;           untrained
+                                                       phoneme error rate of the project's CTC        ≤ 1.5 x
+                                                       recogniser, beside the reference's;            reference
                                                        pocketsphinx WER, beside the reference's
 text-to-video YAML     video corpus (captions.jsonl)   on held-out prompts: colour-hit rate,          ≥ 0.90
                                                        direction-hit rate,                            ≥ 0.80
@@ -48,7 +50,7 @@ from aiprod_core.errors import AiprodError
 FLOORS: dict[str, list[tuple[str, str, float]]] = {
     "video-autoencoder": [("psnr_db", ">=", 30.0)],
     "audio-codec": [("si_sdr_db", ">=", 8.0)],
-    "speech-synthesizer": [("mel_distance_ratio", "<=", 0.8)],
+    "speech-synthesizer": [("mel_distance_ratio", "<=", 0.5), ("per_ratio", "<=", 1.5)],
     "text-to-video": [("colour_hit_rate", ">=", 0.90), ("direction_hit_rate", ">=", 0.80),
                       ("shape_hit_rate", ">=", 0.70)],
 }
@@ -374,9 +376,10 @@ class OfflineASR:
 
 
 def eval_speech(model: Any, data: Path, *, limit: int = 32, baseline: Any | None = None, asr: bool = True,
-                progress: Callable | None = None) -> dict[str, Any]:
-    """Log-mel distance (dB, DTW-aligned) of synthesized speech to the reference recordings, and the
-    word error rate of an offline recogniser on both."""
+                progress: Callable | None = None, recogniser: Any | None = None) -> dict[str, Any]:
+    """Log-mel distance (dB, DTW-aligned) of synthesized speech to the reference recordings, the
+    word error rate of an offline recogniser on both, and with ``recogniser`` (an aiprod_tts
+    PhonemeRecogniser) the phoneme error rate of each against the phones of the text (the voice's frontend)."""
     import torch
     import torchaudio
 
@@ -390,6 +393,12 @@ def eval_speech(model: Any, data: Path, *, limit: int = 32, baseline: Any | None
     sr = int(model.sample_rate)
     dist, base = [], []
     errors = {"synth": [0, 0], "reference": [0, 0]}
+    phone_errors = {"synth": [0, 0], "reference": [0, 0], "untrained": [0, 0]}
+    if recogniser is not None:
+        from aiprod_tts.recogniser import phoneme_errors, text_phones
+
+        g2p = getattr(getattr(model, "frontend", None), "g2p_weights", None)
+        phones = dict(zip([it[0] for it in items], text_phones([it[3] for it in items], g2p)))
     for _uid, text, path, spoken in progress(items, desc="speech", unit="utt") if progress else items:
         ref, ref_sr = read_wav(path)
         with torch.no_grad():
@@ -402,6 +411,14 @@ def eval_speech(model: Any, data: Path, *, limit: int = 32, baseline: Any | None
                 e, n = word_error_rate(words, recognise(wav, rate))
                 errors[key][0] += e
                 errors[key][1] += n
+        if recogniser is not None:
+            heard = {"synth": (synth, sr), "reference": (ref, ref_sr)}
+            if baseline is not None:
+                heard["untrained"] = (untrained, sr)
+            for key, (wav, rate) in heard.items():
+                e, n = phoneme_errors(phones[_uid], recogniser.recognise([torch.from_numpy(wav)], rate)[0])
+                phone_errors[key][0] += e
+                phone_errors[key][1] += n
         if ref_sr != sr:
             ref = torchaudio.functional.resample(torch.from_numpy(ref), ref_sr, sr).numpy()
         dist.append(mel_distance(ref, synth, sr))
@@ -414,6 +431,12 @@ def eval_speech(model: Any, data: Path, *, limit: int = 32, baseline: Any | None
     if recognise is not None:
         out["asr_wer"] = errors["synth"][0] / max(errors["synth"][1], 1)
         out["asr_wer_reference"] = errors["reference"][0] / max(errors["reference"][1], 1)
+    if recogniser is not None:
+        for key, name in (("synth", "per"), ("reference", "per_reference"), ("untrained", "per_untrained")):
+            if phone_errors[key][1]:
+                out[name] = phone_errors[key][0] / phone_errors[key][1]
+        # a reference heard without error counts as one error: the measure's resolution (the ratio stays finite)
+        out["per_ratio"] = out["per"] / max(out["per_reference"], 1 / max(phone_errors["reference"][1], 1))
     return out
 
 
@@ -477,8 +500,12 @@ def floor_check(kind: str, metrics: dict[str, Any]) -> dict[str, Any] | None:
 
 def evaluate(component: Path, data: Path, *, limit: int = 32, kbps: float = 6.0, frames: int = 17,
              baseline: bool = True, asr: bool = True, device: str = "auto", dtype: str = "float32", seed: int = 0,
-             overrides: list[str] | None = None, quiet: bool = True, force_verify: bool = False) -> dict[str, Any]:
-    """Evaluate a component folder (or a text-to-video YAML) on a data folder. Returns the report."""
+             overrides: list[str] | None = None, quiet: bool = True, force_verify: bool = False,
+             per: bool = True, recogniser: Path | None = None) -> dict[str, Any]:
+    """Evaluate a component folder (or a text-to-video YAML) on a data folder. Returns the report.
+
+    speech-synthesizer: ``per`` scores phonemes with the ``recogniser`` folder (default: the demo's
+    weights/tiny/phoneme_recogniser of this checkout); without one, the report says why it was skipped."""
     import torch
 
     from aiprod_core.device import pick_device, pick_dtype, seed_everything
@@ -513,7 +540,27 @@ def evaluate(component: Path, data: Path, *, limit: int = 32, kbps: float = 6.0,
             if baseline:  # the same architecture, freshly initialised with the seed
                 torch.manual_seed(seed)
                 untrained = type(model).from_config(model.config).to(dev).eval()
-            metrics = eval_speech(model, data, limit=limit, baseline=untrained, asr=asr, progress=progress)
+            heard, skipped = None, None
+            if per:
+                try:
+                    from aiprod_tts.recogniser import PhonemeRecogniser, default_recogniser
+                except ImportError:  # a voice of another package, without aiprod-tts installed
+                    per, skipped = False, "no phoneme recogniser (it is part of aiprod-tts, not installed)"
+            if per:
+                rec_folder = recogniser if recogniser is not None else default_recogniser()
+                if recogniser is not None and not (Path(recogniser) / "config.json").is_file():
+                    raise AiprodError(f"--recogniser {recogniser}: not a component folder (config.json + "
+                                      "model.safetensors of a phoneme-recogniser)")
+                if rec_folder is None or not (Path(rec_folder) / "config.json").is_file():
+                    skipped = (f"no phoneme recogniser ({rec_folder or 'weights/tiny/phoneme_recogniser'} is not "
+                               "beside this install; pass --recogniser FOLDER)")
+                else:
+                    heard = PhonemeRecogniser.from_pretrained(rec_folder, device=dev, dtype=torch.float32,
+                                                              force_verify=force_verify)
+            metrics = eval_speech(model, data, limit=limit, baseline=untrained, asr=asr, progress=progress,
+                                  recogniser=heard)
+            if skipped is not None:
+                metrics["per_skipped"] = skipped
         else:
             raise AiprodError(f"{component}: no metric for a {kind or 'component of unknown kind'} "
                               f"(aiprod eval knows {', '.join(k for k in FLOORS if k != 'text-to-video')}, "
@@ -548,6 +595,9 @@ def format_report(report: dict[str, Any]) -> str:
 @click.option("--frames", type=int, default=17, show_default=True, help="video-autoencoder: frames per clip (1 + 4k).")
 @click.option("--no-baseline", is_flag=True, help="speech-synthesizer: skip the untrained reference model.")
 @click.option("--no-asr", is_flag=True, help="speech-synthesizer: skip the pocketsphinx word error rate.")
+@click.option("--recogniser", type=click.Path(path_type=Path), default=None,
+              help="speech-synthesizer: phoneme recogniser folder [default: weights/tiny/phoneme_recogniser].")
+@click.option("--no-per", is_flag=True, help="speech-synthesizer: skip the phoneme error rate.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="text-to-video: override a YAML key.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="float32", show_default=True)
@@ -555,14 +605,15 @@ def format_report(report: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--check", is_flag=True, help="Exit with code 1 when the floor is not met.")
 @click.option("--force-verify", is_flag=True, help="Re-hash every weight file.")
-def eval_command(component, data, limit, kbps, frames, no_baseline, no_asr, overrides, device, dtype, seed, as_json,
-                 check, force_verify) -> None:
+def eval_command(component, data, limit, kbps, frames, no_baseline, no_asr, recogniser, no_per, overrides, device,
+                 dtype, seed, as_json, check, force_verify) -> None:
     """Measure COMPONENT (a component folder, or a text-to-video YAML) on DATA against its quality floor.
 
     \b
     video-autoencoder  PSNR on mp4 clips                 floor >= 30 dB
     audio-codec        SI-SDR at --kbps on wav files     floor >= 8 dB
-    speech-synthesizer log-mel distance (LJSpeech dir)   floor <= 0.8 x an untrained model's;
+    speech-synthesizer log-mel distance (LJSpeech dir)   floor <= 0.5 x an untrained model's;
+                       phoneme error rate (--recogniser)  floor <= 1.5 x the reference recordings';
                        pocketsphinx WER, printed beside the reference recordings' own
     text-to-video      on held-out captions: colour-hit rate >= 0.90, direction-hit rate >= 0.80,
                        shape-hit rate >= 0.70
@@ -572,7 +623,7 @@ def eval_command(component, data, limit, kbps, frames, no_baseline, no_asr, over
     quiet = as_json or os.environ.get("AIPROD_QUIET", "") not in ("", "0")
     report = evaluate(component, data, limit=limit, kbps=kbps, frames=frames, baseline=not no_baseline,
                       asr=not no_asr, device=device, dtype=dtype, seed=seed, overrides=list(overrides), quiet=quiet,
-                      force_verify=force_verify)
+                      force_verify=force_verify, per=not no_per, recogniser=recogniser)
     click.echo(json.dumps(report) if as_json else format_report(report))
     if check and report.get("floor") is not None and not report["floor"]["pass"]:
         raise click.exceptions.Exit(1)

@@ -92,3 +92,20 @@ def g2p_eval(folder, limit, check) -> None:
                f"{'pass' if f['pass'] else 'FAIL'}")
     if check and not f["pass"]:
         sys.exit(1)
+
+
+@tts_group.command("per")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--limit", type=int, default=64, show_default=True, help="Utterances scored.")
+@click.option("--g2p", "g2p_weights", type=click.Path(path_type=Path), default=None,
+              help="G2P folder for words outside CMUdict [default: the demo voice's, weights/tiny/tts/g2p].")
+def per_command(folder, data, limit, g2p_weights) -> None:
+    """Phoneme error rate of a phoneme recogniser FOLDER on the recordings of DATA (an LJSpeech folder; its
+    heldout/ when it has one), against the phones of their text."""
+    from aiprod_tts.recogniser import evaluate_recogniser
+
+    if g2p_weights is None and (voice := default_voice()) is not None and (voice / "g2p").is_dir():
+        g2p_weights = voice / "g2p"
+    r = evaluate_recogniser(folder, data, limit=limit, g2p_weights=g2p_weights)
+    click.echo(f"{folder}: PER {r['per']:.4f} on {r['utterances']} recordings of {data}")

@@ -16,7 +16,11 @@ def aiprod_register_components():
                                       "24 kHz"),
             ComponentSpec(kind="grapheme-to-phoneme", name="transformer-g2p", factory="aiprod_tts.g2p:G2PModel",
                           config_model="aiprod_tts.g2p:G2PConfig", presets={"tiny": {}},
-                          description="letters -> ARPAbet phones for words outside CMUdict (the TTS frontend)")]
+                          description="letters -> ARPAbet phones for words outside CMUdict (the TTS frontend)"),
+            ComponentSpec(kind="phoneme-recogniser", name="ctc-conv", factory="aiprod_tts.recogniser:PhonemeRecogniser",
+                          config_model="aiprod_tts.recogniser:RecogniserConfig", presets={"tiny": {}},
+                          description="speech -> the voices' phones (log-mel convolutions, CTC): the offline "
+                                      "intelligibility measure of aiprod eval")]
 
 
 @hookimpl
@@ -24,7 +28,10 @@ def aiprod_register_recipes():
     return [RecipeSpec(name="tts", config_model="aiprod_tts.train:TTSTrainConfig", run="aiprod_tts.train:train",
                        description="FastSpeech 2 acoustic stage or HiFi-GAN vocoder stage on an LJSpeech/LibriTTS corpus"),
             RecipeSpec(name="g2p", config_model="aiprod_tts.g2p:G2PTrainConfig", run="aiprod_tts.g2p:train",
-                       description="the frontend's G2P model on CMUdict (held-out words: phoneme error rate)")]
+                       description="the frontend's G2P model on CMUdict (held-out words: phoneme error rate)"),
+            RecipeSpec(name="phoneme_recogniser", config_model="aiprod_tts.recogniser:RecogniserTrainConfig",
+                       run="aiprod_tts.recogniser:train",
+                       description="the CTC phoneme recogniser on an LJSpeech corpus (held-out phoneme error rate)")]
 
 
 @hookimpl
