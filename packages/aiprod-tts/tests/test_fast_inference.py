@@ -1,4 +1,5 @@
-"""Issue 21: the vocoder's inference path (folded weight norm, FFT convolutions) equals the plain path."""
+"""Issue 21: the inference paths (vocoder: folded weight norm, FFT convolutions; acoustic model: time-major
+convolutions as matrix products) equal the plain paths."""
 
 from __future__ import annotations
 
@@ -78,3 +79,41 @@ def test_training_path_keeps_gradients():
     voc = _generator().train()
     voc(torch.randn(1, 12, 10)).sum().backward()
     assert all(p.grad is not None for p in voc.parameters())
+
+
+def _acoustic():
+    from aiprod_tts.model import AcousticConfig, FastSpeech2
+
+    torch.manual_seed(0)
+    cfg = AcousticConfig(hidden=32, heads=2, ffn_dim=48, ffn_kernels=(5, 1), encoder_layers=2, decoder_layers=2,
+                         predictor_channels=16, postnet_channels=24, postnet_layers=3, aligner_channels=8)
+    return FastSpeech2(cfg, n_symbols=20, n_mels=12).eval()
+
+
+def test_acoustic_inference_path_equals_plain_path():
+    """FFT blocks (time-major convolutions, no mask when nothing is padded) and the time-major post-net."""
+    model = _acoustic()
+    x = torch.randn(2, 9, 32, generator=torch.Generator().manual_seed(3))
+    durations = torch.tensor([[2, 1, 3, 1, 2, 2, 1, 1, 2], [1, 2, 2, 3, 1, 0, 0, 0, 0]])  # second item padded
+    for lens in (torch.tensor([9, 5]), torch.tensor([9, 9])):
+        mask = torch.arange(9)[None] < lens[:, None]
+        with torch.enable_grad():
+            ref_enc = model.encoder(x, mask)
+            ref_mel, ref_coarse, _ = model.decode(x, durations)
+        with torch.no_grad():
+            enc = model.encoder(x, mask)
+            mel, coarse, _ = model.decode(x, durations)
+        assert torch.allclose(enc, ref_enc, atol=1e-5)
+        assert torch.allclose(mel, ref_mel, atol=1e-5) and torch.allclose(coarse, ref_coarse, atol=1e-5)
+        assert ref_mel.abs().max() > 1e-2
+
+
+def test_acoustic_no_grad_training_mode_keeps_plain_path():
+    """Dropout in training mode under no_grad (a validation pass on a train-mode model) is not skipped."""
+    model = _acoustic()
+    model.train()
+    x = torch.randn(1, 9, 32)
+    mask = torch.ones(1, 9, dtype=torch.bool)
+    with torch.no_grad():
+        a, b = model.encoder(x, mask), model.encoder(x, mask)
+    assert not torch.equal(a, b)  # dropout 0.1 active: two passes differ

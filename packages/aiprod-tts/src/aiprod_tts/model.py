@@ -72,6 +72,33 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.
     return torch.arange(max_len, device=lengths.device)[None] < lengths[:, None]
 
 
+def _tm_weight(conv: nn.Conv1d) -> torch.Tensor:
+    """conv's kernel as a [C_out, k * C_in] matrix (tap-major), cached until the weight changes."""
+    w = conv.weight
+    key = (w.data_ptr(), w._version, w.dtype, w.device)
+    cache = conv.__dict__.get("_tm_weight")
+    if cache is None or cache[0] != key:
+        with torch.inference_mode(False), torch.no_grad():  # a normal tensor: usable outside inference_mode
+            cache = (key, w.detach().permute(0, 2, 1).reshape(w.shape[0], -1).contiguous())
+        conv.__dict__["_tm_weight"] = cache
+    return cache[1]
+
+
+def conv_time_major(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """``conv`` (stride 1, same padding, odd kernel) on time-major ``x [B, T, C_in]`` → ``[B, T, C_out]``, as
+    one matrix product (inference path, issue 21): in time-major layout the im2col rows are overlapping
+    windows of the padded input (one contiguous copy), and the [B, T, C] ↔ [B, C, T] rearranges around
+    the convolution disappear. mkldnn's direct convolution ran these shapes (384 → 1344, k = 9, a few
+    hundred frames) at a fifth of the matrix-multiply speed."""
+    k, p = conv.kernel_size[0], conv.padding[0]
+    if k == 1:
+        return F.linear(x, _tm_weight(conv), conv.bias)
+    B, T, C = x.shape
+    xp = F.pad(x, (0, 0, p, p))
+    cols = xp.as_strided((B, T, k * C), (xp.stride(0), C, 1))  # row t = frames t .. t+k-1, tap-major
+    return F.linear(cols, _tm_weight(conv), conv.bias)
+
+
 class FFTBlock(nn.Module):
     """Feed-Forward Transformer block: self-attention + conv FFN, pre-LayerNorm (Xiong et al. 2020) for stability."""
 
@@ -87,12 +114,27 @@ class FFTBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if not (self.training or torch.is_grad_enabled()):
+            return self._infer(x, mask)
         q, k, v = rearrange(self.qkv(self.norm1(x)), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
         x = x + self.dropout(self.proj(rearrange(attn, "b h n d -> b n (h d)")))
         h = rearrange(self.norm2(x) * mask[..., None], "b n d -> b d n")
         h = self.conv2(self.dropout(F.relu(self.conv1(h))))
         return (x + self.dropout(rearrange(h, "b d n -> b n d"))) * mask[..., None]
+
+    def _infer(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The same block without autograd or dropout: time-major convolutions as matrix products, no mask
+        where nothing is padded (a single utterance), residual sums in place."""
+        full = bool(mask.all())
+        q, k, v = rearrange(self.qkv(self.norm1(x)), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=None if full else mask[:, None, None, :])
+        x = self.proj(rearrange(attn, "b h n d -> b n (h d)")).add_(x)
+        h = self.norm2(x)
+        if not full:
+            h = h * mask[..., None]
+        x = conv_time_major(F.relu_(conv_time_major(h, self.conv1)), self.conv2).add_(x)
+        return x if full else x.mul_(mask[..., None])
 
 
 class FFTStack(nn.Module):
@@ -298,6 +340,14 @@ class FastSpeech2(nn.Module):
     def decode(self, h, durations):
         frames, mel_lens = length_regulate(h, durations)
         fmask = lengths_to_mask(mel_lens, frames.shape[1])
+        if not (self.training or torch.is_grad_enabled()):  # inference: the post-net in time-major layout
+            coarse = self.to_mel(self.decoder(frames, fmask))  # [B, T, n_mels]
+            mel = coarse
+            for i, conv in enumerate(self.postnet):
+                mel = conv_time_major(mel, conv)
+                mel = torch.tanh_(mel) if i < len(self.postnet) - 1 else mel
+            mel = (coarse + mel if len(self.postnet) else coarse) * fmask[..., None]
+            return rearrange(mel, "b t m -> b m t"), rearrange(coarse * fmask[..., None], "b t m -> b m t"), mel_lens
         coarse = rearrange(self.to_mel(self.decoder(frames, fmask)), "b t m -> b m t")
         mel = coarse
         for i, conv in enumerate(self.postnet):  # Tacotron 2 post-net: residual refinement
