@@ -35,6 +35,36 @@ def _one_line(line: str) -> str:
     return line if len(line) <= MAX_LINE else line[: MAX_LINE - 3] + "..."
 
 
+class LazyCommand(click.Command):
+    """A sub-command whose module is imported only when it is run or its own ``--help`` is asked for.
+
+    ``target`` is ``"package.module:command"``; ``summary`` (the first line of its help) is what
+    ``aiprod --help`` lists, so the listing imports nothing. A plugin whose command module is heavy
+    registers it this way.
+    """
+
+    def __init__(self, name: str, target: str, summary: str) -> None:
+        super().__init__(name, help=summary, add_help_option=False)
+        self.target = target
+        self._command: click.Command | None = None
+
+    def command(self) -> click.Command:
+        if self._command is None:
+            from aiprod_core.records import resolve
+
+            self._command = resolve(self.target)
+        return self._command
+
+    def make_context(self, info_name, args, parent=None, **extra):  # the real command parses and runs
+        return self.command().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: click.Context):
+        return self.command().invoke(ctx)
+
+    def get_params(self, ctx: click.Context):
+        return self.command().get_params(ctx)
+
+
 @click.group(cls=AiprodGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="aiprod")
 @click.option("--quiet", "-q", is_flag=True, help="Silence progress bars.")

@@ -26,10 +26,12 @@ def aiprod_register_pipelines():
 
 @hookimpl
 def aiprod_register_commands(cli):
+    from aiprod_core.cli import LazyCommand
     from aiprod_pipelines.data_cli import data_group
-    from aiprod_pipelines.eval import eval_command
     from aiprod_pipelines.serve import serve_command
 
-    cli.add_command(eval_command, name="eval")
+    # eval imports numpy (0.2 s): loaded when `aiprod eval` runs, not for every command (issue 21)
+    cli.add_command(LazyCommand("eval", "aiprod_pipelines.eval:eval_command", "Measure COMPONENT (a component "
+                                "folder, or a text-to-video YAML) on DATA against its quality floor."))
     cli.add_command(serve_command, name="serve")
     cli.add_command(data_group, name="data")

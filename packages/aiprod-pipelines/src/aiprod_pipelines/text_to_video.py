@@ -43,14 +43,16 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import Field, field_validator, model_validator
 
 from aiprod_core.config import StrictModel
 from aiprod_core.errors import AiprodError
 from aiprod_core.pipeline import ComponentRef, RunContext
+
+if TYPE_CHECKING:  # torch is imported where a clip is made: `aiprod validate` stays light (issue 21)
+    import torch
 
 KINDS = {
     "text_encoder": "text-encoder",
@@ -305,15 +307,17 @@ def _two_stage(two_stage: TwoStage | None) -> dict[str, Any] | None:
     return None if two_stage is None else {"sigma": two_stage.sigma, "steps": two_stage.steps}
 
 
-@torch.no_grad()
 def generate(models: Models, prompt: str, *, negative_prompt: str = "", width: int, height: int, frames: int,
              steps: int, guidance_scale: float, seed: int, method: str = "euler", two_stage: TwoStage | None = None,
              progress: Callable | None = None) -> torch.Tensor:
     """One clip ``[3, frames, height, width]`` float32 in [-1, 1] on the CPU (``aiprod eval`` uses it)."""
-    pipe = build_pipeline(models)
-    return pipe.generate_videos([prompt], negative_prompt, num_frames=frames, height=height, width=width,
-                                num_inference_steps=steps, guidance_scale=guidance_scale, seed=seed, sampler=method,
-                                two_stage=_two_stage(two_stage), progress=progress is not None)[0]
+    import torch
+
+    with torch.no_grad():
+        pipe = build_pipeline(models)
+        return pipe.generate_videos([prompt], negative_prompt, num_frames=frames, height=height, width=width,
+                                    num_inference_steps=steps, guidance_scale=guidance_scale, seed=seed,
+                                    sampler=method, two_stage=_two_stage(two_stage), progress=progress is not None)[0]
 
 
 def read_prompts(cfg: TextToVideoConfig, ctx: RunContext) -> list[str]:

@@ -23,15 +23,16 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
 from pydantic import Field, field_validator
 
 from aiprod_core.config import StrictModel
 from aiprod_core.errors import AiprodError
 from aiprod_core.pipeline import ComponentRef, RunContext
+
+if TYPE_CHECKING:  # numpy and torch are imported where a clip is read: `aiprod validate` stays light (issue 21)
+    import numpy as np
 
 
 class VideoReconstructConfig(StrictModel):
@@ -65,6 +66,8 @@ class VideoReconstructConfig(StrictModel):
 def crop_frames(frames: np.ndarray, max_frames: int | None = None, size: tuple[int, int] | None = None,
                 spatial: int = 8, temporal: int = 4) -> np.ndarray:
     """Crop ``uint8 [T, H, W, 3]`` to ``1 + temporal*k`` frames and a centred ``spatial``-multiple window."""
+    import numpy as np
+
     t, h, w = frames.shape[:3]
     if max_frames is not None:
         t = min(t, max_frames)
@@ -80,12 +83,16 @@ def crop_frames(frames: np.ndarray, max_frames: int | None = None, size: tuple[i
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two uint8 arrays (peak 255); ``inf`` when identical."""
+    import numpy as np
+
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def run(cfg: VideoReconstructConfig, ctx: RunContext) -> dict[str, Any]:
     """Read, crop, encode, decode, write. Returns ``{"output", "psnr", "frames", "latent_shape"}``."""
+    import torch
+
     from aiprod_pipelines.media import frames_to_video, read_mp4, video_to_frames, write_mp4
 
     src = ctx.resolve(cfg.input)

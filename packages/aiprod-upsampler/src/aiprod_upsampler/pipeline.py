@@ -20,18 +20,17 @@ output, so stages chain.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import Field, model_validator
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from aiprod_core.config import StrictModel
 from aiprod_core.errors import AiprodError
 from aiprod_core.pipeline import ComponentRef, RunContext
 from aiprod_core.store import atomic_path
-from aiprod_upsampler.two_stage import two_stage_refine
+
+if TYPE_CHECKING:  # torch is imported where latents are read: `aiprod validate` stays light (issue 21)
+    import torch
 
 
 class RefineSection(StrictModel):
@@ -65,6 +64,8 @@ class UpsamplePipelineConfig(StrictModel):
 
 def read_latents(path: Any) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors latents file; ``latents`` is required, made 5-D."""
+    from safetensors import safe_open
+
     if not path.is_file():
         raise AiprodError(f"{path}: latents file not found")
     try:
@@ -83,6 +84,11 @@ def read_latents(path: Any) -> dict[str, torch.Tensor]:
 
 
 def run(config: UpsamplePipelineConfig, ctx: RunContext) -> dict[str, Any]:
+    import torch
+    from safetensors.torch import save_file
+
+    from aiprod_upsampler.two_stage import two_stage_refine
+
     src = ctx.resolve(config.input)
     tensors = read_latents(src)
     out_path = ctx.output_path(config.output)
