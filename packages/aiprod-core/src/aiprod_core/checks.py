@@ -13,11 +13,26 @@ After a document passes its pydantic model and component references (``pipeline.
   compared with memory, and each tensor's shape with the module its ``config.json`` builds.
 
 Each problem is one line: file, key, what was found, what was expected.
+
+**Start-up** (issue 21): validating and meta-building a component imports its model module, hence
+torch (seconds). What a config builds depends only on that config and the code, so it is remembered
+(:func:`component_facts`) in ``<cache>/validated/<key>.json``, keyed on the component, the exact config
+and a fingerprint of the code (size and mtime of every file of the component's package and of
+``aiprod_core``; the versions of the plugin distributions and of torch, transformers, peft, pydantic,
+einops), signed with the per-user key of the stamp cache. A config seen before is then checked
+without importing torch: it is known valid, its parameter count and tensor shapes come from the
+entry, and the weights' headers are read as JSON (:mod:`aiprod_core.weightfiles`). Paths, headers and
+memory are looked at afresh on every run; only a config that passed is remembered, so every refusal
+comes from the full check.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,37 +165,189 @@ def _reads_files(cfg: dict[str, Any]) -> bool:
 
 
 def _meta_build(spec: Any, kwargs: dict[str, Any]) -> Any:
+    """Validate ``kwargs`` with the component's config model, then build it on meta (None: not buildable)."""
     from aiprod_core.config import validate
     from aiprod_core.weights import PretrainedMixin, meta_device
 
+    cfg = validate(spec.load_config_model(), kwargs, source=f"{spec.kind} {spec.name!r}")
     factory = spec.load_factory()
     if not (isinstance(factory, type) and issubclass(factory, PretrainedMixin)):
         return None  # only PretrainedMixin promises a meta-device build
-    cfg = validate(spec.load_config_model(), kwargs, source=f"{spec.kind} {spec.name!r}")
     with meta_device():
         return factory(**cfg.model_dump())
 
 
+# -- what a config builds, remembered across runs -------------------------------------------------
+MEMO_FORMAT = "aiprod-validated/1"
+#: entries kept in ``<cache>/validated`` (the oldest go first)
+MEMO_MAX_FILES = 512
+#: third-party distributions whose version changes what a component config validates to or builds
+_MEMO_DISTRIBUTIONS = ("torch", "transformers", "peft", "pydantic", "pydantic-core", "einops")
+
+
+def _target(obj: Any) -> str:
+    return obj if isinstance(obj, str) else f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', obj)}"
+
+
+def _files_stamp(package: str) -> str | None:
+    """(name, size, mtime) of every source file of a top-level package or module; None when not found."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if found is None:
+        return None
+    roots = list(found.submodule_search_locations or [])
+    files = [found.origin] if not roots and found.origin and os.path.isfile(found.origin) else []
+    for root in roots:
+        for here, dirs, names in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+            files += [os.path.join(here, n) for n in sorted(names) if n.endswith(".py")]
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        st = os.stat(f)
+        h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _code_fingerprint(packages: tuple[str, ...], plugins: tuple[tuple[str, ...], ...]) -> str | None:
+    """One digest of the code a component check runs (computed once per process); None: not knowable."""
+    import importlib.metadata as md
+
+    stamps = {p: _files_stamp(p) for p in packages}
+    if any(v is None for v in stamps.values()):
+        return None
+    versions = {}
+    for dist in _MEMO_DISTRIBUTIONS:
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            versions[dist] = None
+    payload = {"files": stamps, "versions": versions, "plugins": plugins, "python": sys.version}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _memo_key(spec: Any, cfg: dict[str, Any], registry: Any) -> str | None:
+    # the component's own package(s) and the core; another distribution's code counts through its version
+    packages = {"aiprod_core"} | {_target(t).partition(":")[0].split(".")[0] for t in (spec.factory, spec.config_model)}
+    plugins = tuple(sorted((p.name, p.distribution, p.version) for p in getattr(registry, "plugins", [])))
+    code = _code_fingerprint(tuple(sorted(packages)), plugins)
+    if code is None:
+        return None
+    try:
+        payload = json.dumps({"format": MEMO_FORMAT, "kind": spec.kind, "name": spec.name,
+                              "factory": _target(spec.factory), "config_model": _target(spec.config_model),
+                              "config": cfg, "code": code}, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):  # a value JSON cannot hold exactly: never remembered
+        return None
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _memo_dir() -> Path:
+    from aiprod_core.store import _cache_dir
+
+    return _cache_dir() / "validated"
+
+
+def _memo_read(key: str) -> dict[str, Any] | None:
+    from aiprod_core.store import _mac, _stamp_key
+
+    secret = _stamp_key(create=False)
+    if secret is None:
+        return None
+    try:
+        entry = json.loads((_memo_dir() / f"{key}.json").read_text(encoding="utf-8"))
+        facts, mac = entry["facts"], entry["mac"]
+        if entry.get("format") != MEMO_FORMAT or not isinstance(facts, dict) or not isinstance(mac, str):
+            return None
+    except (OSError, ValueError, RecursionError, KeyError, TypeError):
+        return None
+    import hmac
+
+    if not hmac.compare_digest(mac, _mac(secret, key, json.dumps(facts, sort_keys=True))):
+        return None  # written or edited by anything but this code: checked in full again
+    return facts
+
+
+def _memo_write(key: str, facts: dict[str, Any]) -> None:
+    from aiprod_core.store import _mac, _stamp_key, atomic_write_text
+
+    secret = _stamp_key(create=True)
+    if secret is None:
+        return
+    entry = {"format": MEMO_FORMAT, "facts": facts, "mac": _mac(secret, key, json.dumps(facts, sort_keys=True))}
+    folder = _memo_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / f"{key}.json", json.dumps(entry))
+        names = [e for e in os.scandir(folder) if e.name.endswith(".json")]
+        if len(names) > MEMO_MAX_FILES:
+            names.sort(key=lambda e: e.stat().st_mtime_ns)
+            for e in names[: len(names) - MEMO_MAX_FILES]:
+                os.unlink(e.path)
+    except OSError:
+        pass  # a read-only cache only costs the full check next time
+
+
+def known_config(spec: Any, cfg: dict[str, Any], registry: Any) -> bool:
+    """True when this code already accepted this exact config for ``spec`` (no import needed)."""
+    key = _memo_key(spec, cfg, registry)
+    return key is not None and _memo_read(key) is not None
+
+
+def component_facts(spec: Any, cfg: dict[str, Any], registry: Any, *, build: bool = True) -> dict[str, Any]:
+    """``{"built", "numel", "shapes"}`` of a component config: remembered, else validated (and meta-built).
+
+    ``numel`` counts parameters and buffers, ``shapes`` maps state-dict keys to shapes; both are None when
+    the component is not built (``build=False``, or a factory that is not a ``PretrainedMixin``). A miss
+    raises what the validation or the constructor raises, and nothing is remembered.
+    """
+    key = _memo_key(spec, cfg, registry)
+    facts = _memo_read(key) if key is not None else None
+    if facts is not None and (facts.get("built") or not build):
+        return facts
+    if build:
+        module = _meta_build(spec, cfg)
+        facts = {"built": True, "numel": None, "shapes": None}
+        if module is not None:
+            facts["numel"] = sum(t.numel() for t in [*module.parameters(), *module.buffers()])
+            facts["shapes"] = {k: list(t.shape) for k, t in module.state_dict().items()}
+    else:
+        from aiprod_core.config import validate
+
+        validate(spec.load_config_model(), cfg, source=f"{spec.kind} {spec.name!r}")
+        facts = {"built": False, "numel": None, "shapes": None}
+    if key is not None:
+        _memo_write(key, facts)
+    return facts
+
+
 def check_component(ref: Any, key: str, source: str, registry: Any) -> list[str]:
     """Build a preset on the meta device / parse a weights folder's headers; compare sizes and shapes."""
-    from aiprod_core.weights import read_config, safetensors_headers
+    from aiprod_core.weightfiles import read_config, safetensors_headers
 
     where = f"{source}: {key}"
     spec = registry.component(ref.kind, ref.name)
     if ref.preset is not None:
         kwargs = {**spec.presets[ref.preset], **ref.config}
         if _reads_files(kwargs):
+            _remember_valid(spec, kwargs, registry)
             return []
         try:
-            module = _meta_build(spec, kwargs)
+            facts = component_facts(spec, kwargs, registry)
         except AiprodError as err:
             return [f"{where}: {clip(line, 300)}" for line in err.lines()]
         except Exception as err:  # the constructor refuses this config
             return [f"{where}: {spec.name} preset {ref.preset!r} cannot be built with this config "
                     f"({clip(f'{type(err).__name__}: {err}', 200)})"]
-        if module is None:
+        numel = facts["numel"]
+        if numel is None:
             return []
-        numel = sum(t.numel() for t in [*module.parameters(), *module.buffers()])
         why = memory_problem(numel * 4, f"{spec.name} preset {ref.preset!r} ({numel:,} values in float32)")
         return [f"{where}: {why}"] if why else []
     folder = Path(os.path.expanduser(ref.weights))
@@ -200,21 +367,30 @@ def check_component(ref: Any, key: str, source: str, registry: Any) -> list[str]
         return []  # already reported by validation
     meta = cfg.pop("_aiprod", {}) or {}
     if meta.get("quantization") or _reads_files(cfg):
+        _remember_valid(spec, cfg, registry)
         return []
     try:
-        module = _meta_build(spec, cfg)
+        facts = component_facts(spec, cfg, registry)
     except Exception as err:
         return [f"{where}.weights: {folder / 'config.json'}: {spec.name} cannot be built from it "
                 f"({clip(f'{type(err).__name__}: {err}', 200)})"]
-    if module is None:
+    if facts["shapes"] is None:
         return []
-    expected = {k: tuple(t.shape) for k, t in module.state_dict().items()}
+    expected = facts["shapes"]
     for path, header in headers.items():
         for name, entry in header.items():
-            if name in expected and tuple(entry["shape"]) != expected[name]:
+            if name in expected and list(entry["shape"]) != list(expected[name]):
                 return [f"{where}.weights: {path}: tensor {excerpt(name, 60)} has shape {tuple(entry['shape'])}, "
-                        f"its config.json builds {expected[name]}: config and weights do not match"]
+                        f"its config.json builds {tuple(expected[name])}: config and weights do not match"]
     return []
+
+
+def _remember_valid(spec: Any, cfg: dict[str, Any], registry: Any) -> None:
+    """Remember a config validation accepted that is not built here (it reads files, or is quantized)."""
+    try:
+        component_facts(spec, cfg, registry, build=False)
+    except Exception:  # noqa: BLE001 - validation reported it already; nothing to remember
+        pass
 
 
 def check_environment(cfg: BaseModel, source: str, registry: Any, overwrite: bool | None = None) -> list[str]:

@@ -130,22 +130,38 @@ def _top_level_refs(model: type[BaseModel], data: dict[str, Any]) -> Iterator[tu
 
 
 def check_ref(ref: ComponentRef, key: str, source: str, registry: Registry) -> list[str]:
-    """Problems with one component reference, without loading any weight."""
-    from aiprod_core.weights import read_config
+    """Problems with one component reference, without loading any weight.
+
+    A config this code already accepted (:func:`aiprod_core.checks.known_config`) is not validated
+    again, so its model module (and torch) is not imported.
+    """
+    from aiprod_core.checks import known_config
+    from aiprod_core.weightfiles import read_config
 
     try:
         spec = registry.component(ref.kind, ref.name)
     except ConfigError as err:
         return [f"{source}: {key}.name: {line}" for line in err.lines()]
     problems: list[str] = []
-    try:
-        cfg_model = spec.load_config_model()
-    except AiprodError as err:
-        return [f"{source}: {key}.name: {line}" for line in err.lines()]
+    config = None  # the config this reference builds, when it can be read
+    if ref.preset is not None and ref.preset in spec.presets:
+        config = {**spec.presets[ref.preset], **ref.config}
+    elif ref.weights is not None and Path(os.path.expanduser(ref.weights)).is_dir():
+        try:
+            config = read_config(Path(os.path.expanduser(ref.weights)))
+            config.pop("_aiprod", None)
+        except AiprodError:
+            pass  # reported below
+    cfg_model: Any = None
+    if config is None or not known_config(spec, config, registry):
+        try:
+            cfg_model = spec.load_config_model()
+        except AiprodError as err:
+            return [f"{source}: {key}.name: {line}" for line in err.lines()]
     if ref.preset is not None:
         if ref.preset not in spec.presets:
             problems.append(f"{source}: {key}.preset: unknown preset {excerpt(ref.preset, 60)} (known: {', '.join(spec.presets)})")
-        else:
+        elif cfg_model is not None:
             try:
                 cfg_model.model_validate({**spec.presets[ref.preset], **ref.config})
             except ValidationError as err:
@@ -160,7 +176,8 @@ def check_ref(ref: ComponentRef, key: str, source: str, registry: Registry) -> l
                 meta = data.pop("_aiprod", {}) or {}
                 if meta.get("name") not in (None, spec.name):
                     problems.append(f"{source}: {key}.weights: {folder} holds {excerpt(meta.get('name'), 60)}, not {spec.name!r}")
-                cfg_model.model_validate(data)
+                if cfg_model is not None:
+                    cfg_model.model_validate(data)
             except AiprodError as err:
                 problems.append(f"{source}: {key}.weights: {err}")
             except ValidationError as err:
