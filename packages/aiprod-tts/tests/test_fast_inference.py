@@ -117,3 +117,68 @@ def test_acoustic_no_grad_training_mode_keeps_plain_path():
     with torch.no_grad():
         a, b = model.encoder(x, mask), model.encoder(x, mask)
     assert not torch.equal(a, b)  # dropout 0.1 active: two passes differ
+
+
+# ---------------------------------------------------------------------------------------------------------
+# streaming: first audio after one short chunk of the first sentence (or clause)
+# ---------------------------------------------------------------------------------------------------------
+def _voice(vocoder: dict | None = None):
+    from aiprod_tts.presets import PRESETS
+    from aiprod_tts.synthesizer import FastSpeech2HiFiGAN
+
+    torch.manual_seed(0)
+    kw = {**PRESETS["tiny"], "frontend": {"mode": "character"}}
+    if vocoder:
+        kw["vocoder"] = vocoder
+    voice = FastSpeech2HiFiGAN(**kw).eval()
+    with torch.no_grad():  # ~6 frames per symbol: sentences long enough to be cut into several chunks
+        voice.acoustic.prosody.duration.head.bias.fill_(2.0)
+        voice.acoustic.prosody.duration.head.weight.mul_(0.1)
+    return voice
+
+
+V1_SHAPED = {"upsample_initial_channel": 32, "upsample_rates": (8, 8, 2, 2), "upsample_kernel_sizes": (16, 16, 4, 4),
+             "resblock_kernel_sizes": (3, 7, 11), "resblock_dilations": ((1, 3, 5),) * 3}
+
+
+@pytest.mark.parametrize("fft", [False, True])
+def test_growing_chunks_of_the_first_sentence_equal_whole_vocoding(monkeypatch, fft):
+    if fft:
+        monkeypatch.setattr(fastconv, "FFT_MIN_KERNEL", 0)
+        monkeypatch.setattr(fastconv, "FFT_MIN_WORK", 0)
+    voice = _voice(V1_SHAPED)
+    assert voice.vocoder.context_frames() == 16  # HiFi-GAN V1's receptive field: ~14.5 frames either side
+    text = "The quick brown fox jumps over the lazy dog. It ran away."
+    whole = voice.synthesize(text)
+    pieces = list(voice.synthesize_stream(text, first_chunk_seconds=0.05))
+    assert pieces[0].numel() == 5 * voice.hop_length  # 0.05 s = 4.7 frames -> 5: the first audio is one short chunk
+    assert pieces[1].numel() == 10 * voice.hop_length  # then doubling
+    assert pieces[-1].numel() > 20 * voice.hop_length  # the second sentence in one piece
+    chunked = torch.cat(pieces)
+    assert chunked.shape == whole.shape
+    err = (chunked - whole).abs().max()
+    assert err < 1e-5 * whole.abs().max()
+    # the context is what makes the joins exact: too little of it shows (random weights fade with distance,
+    # so the gap is small in absolute terms, but far above float rounding)
+    cut = torch.cat(list(voice.synthesize_stream(text, first_chunk_seconds=0.05, context_frames=2)))
+    assert (cut - whole).abs().max() > 100 * max(err, 1e-8)
+
+
+def test_first_clause_split():
+    from aiprod_tts.synthesizer import split_first_clause
+
+    s = "On the second of May, at half past ten, the doctor paid three dollars."
+    assert split_first_clause(s, 14) == [s]  # 14 words: short enough
+    assert split_first_clause(s, 5) == ["On the second of May,", "at half past ten, the doctor paid three dollars."]
+    assert split_first_clause("Yes, I think so and more words here.", 3) == ["Yes, I think so and more words here."]
+    assert split_first_clause("One two three four five six seven", 3) == ["One two three four five six seven"]
+
+
+def test_stream_cuts_a_long_first_sentence_at_its_first_clause():
+    voice = _voice()
+    text = "On the second of May, at half past ten, the doctor paid. Then he left."
+    pieces = list(voice.synthesize_stream(text, first_clause_words=5))
+    head = voice.synthesize("On the second of May,")
+    assert torch.equal(pieces[0], head)  # the first audio is the first clause's
+    assert pieces[1].abs().max() == 0 and pieces[1].numel() == int(voice.cfg.clause_pause * voice.sample_rate)
+    assert len(list(voice.synthesize_stream(text))) == 3  # off by default: two sentences and a pause

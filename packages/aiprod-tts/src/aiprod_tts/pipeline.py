@@ -59,11 +59,24 @@ class TTSPipelineConfig(StrictModel):
         return self
 
 
+# streaming options used when the synthesizer's stream takes them (issue 21): the first sentence is vocoded in
+# growing chunks from 0.1 s, and a first sentence of more than 12 words is cut at its first clause mark, so
+# the first audio waits for one clause and one short chunk (equal to whole vocoding to float rounding; the
+# clause cut adds a clause pause there, as the over-long-sentence split does)
+STREAM_OPTIONS = {"first_chunk_seconds": 0.1, "first_clause_words": 12}
+
+
 def speak(synth, text: str, controls: Controls):
-    """The synthesizer's stream of pieces (sentence by sentence) when it has one, else the whole wav."""
+    """The synthesizer's stream of pieces (sentence by sentence, the first one in growing chunks) when it has
+    one, else the whole wav."""
     kw = controls.model_dump(exclude={"speaker"} if controls.speaker is None else set())
     stream = getattr(synth, "synthesize_stream", None)
-    return stream(text, **kw) if stream is not None else synth.synthesize(text, **kw)
+    if stream is None:
+        return synth.synthesize(text, **kw)
+    import inspect
+
+    params = inspect.signature(stream).parameters
+    return stream(text, **kw, **{k: v for k, v in STREAM_OPTIONS.items() if k in params})
 
 
 def run_pipeline(config: TTSPipelineConfig, ctx) -> Path:

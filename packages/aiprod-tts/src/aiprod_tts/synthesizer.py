@@ -83,15 +83,26 @@ class FastSpeech2HiFiGAN(PretrainedMixin, nn.Module):
         self.acoustic = FastSpeech2(cfg.acoustic, len(f.symbols), cfg.audio.n_mels)
         self.vocoder = HiFiGANGenerator(cfg.vocoder, cfg.audio.n_mels)
 
-    def _vocode(self, mel: torch.Tensor, chunk_seconds: float | None, context: int) -> Iterator[torch.Tensor]:
-        """float32 CPU wav of ``mel [1, n_mels, T]``: whole, or chunk by chunk with ``context`` frames each side."""
+    def _vocode(self, mel: torch.Tensor, chunk_seconds: float | None, context: int,
+                first_chunk_seconds: float | None = None) -> Iterator[torch.Tensor]:
+        """float32 CPU wav of ``mel [1, n_mels, T]``: whole; chunk by chunk (``chunk_seconds``); or in growing
+        chunks (``first_chunk_seconds``, then twice the previous chunk each time, so the first audio waits for
+        a short chunk and the context overhead stays small); each chunk vocoded with ``context`` frames each
+        side (the generator's receptive field), so the pieces join to the whole-signal result."""
         n = mel.shape[-1]
-        step = n if not chunk_seconds else max(1, round(chunk_seconds * self.sample_rate / self.hop_length))
-        for a in range(0, n, step):
+        frames = lambda sec: max(1, round(sec * self.sample_rate / self.hop_length))  # noqa: E731
+        step = frames(chunk_seconds) if chunk_seconds else frames(first_chunk_seconds) if first_chunk_seconds else n
+        a = 0
+        while a < n:
             b, lo = min(n, a + step), max(0, a - context)
+            if not chunk_seconds and n - b <= context:  # growing chunks: a remainder shorter than the context
+                b = n  # is part of this chunk
             hi = min(n, b + context)
             wav = self.vocoder(mel[..., lo:hi])[0, 0]
             yield wav[(a - lo) * self.hop_length : (b - lo) * self.hop_length].float().cpu()
+            a = b
+            if not chunk_seconds:
+                step *= 2
 
     # -- the G2P model travels inside the voice folder (<voice>/g2p), covered by the voice's manifest --------
     G2P_SUBFOLDER: ClassVar[str] = "g2p"
@@ -172,33 +183,48 @@ class FastSpeech2HiFiGAN(PretrainedMixin, nn.Module):
         """
         return torch.cat(list(self.synthesize_stream(text, speed=speed, pitch_shift=pitch_shift,
                                                      pitch_scale=pitch_scale, energy_scale=energy_scale,
-                                                     speaker=speaker))).contiguous()
+                                                     speaker=speaker, first_chunk_seconds=None))).contiguous()
 
     @torch.no_grad()
     def synthesize_stream(self, text: str, *, speed: float = 1.0, pitch_shift: float = 0.0,
                           pitch_scale: float = 1.0, energy_scale: float = 1.0, speaker: int | None = None,
-                          chunk_seconds: float | None = None, context_frames: int = 16) -> Iterator[torch.Tensor]:
-        """:meth:`synthesize` as a stream: yields each sentence's float32 CPU wav (then its pause) as soon
-        as it is synthesised, so the first audio is out while the rest of a long text is still being
-        computed. The concatenation of the pieces is exactly :meth:`synthesize`'s result.
+                          chunk_seconds: float | None = None, context_frames: int | None = None,
+                          first_chunk_seconds: float | None = None,
+                          first_clause_words: int | None = None) -> Iterator[torch.Tensor]:
+        """:meth:`synthesize` as a stream: yields float32 CPU wav pieces (each sentence's audio, then its
+        pause) as soon as they are computed, so the first audio is out while the rest of a long text is still
+        being synthesised. The concatenation of the pieces equals :meth:`synthesize` (exactly with
+        ``first_chunk_seconds=None``, otherwise to float rounding).
 
-        ``chunk_seconds``: also cut each sentence's vocoding into chunks of about that length, each
-        vocoded with ``context_frames`` mel frames of context on both sides (HiFi-GAN V1 sees about 11
-        frames either way, so the joins match the whole-sentence result to float rounding): the first
-        audio then waits for one chunk instead of the whole first sentence."""
+        * ``first_chunk_seconds`` (default 0.1 s): the first sentence is vocoded in growing chunks (that
+          long, then doubling), so the first audio waits for the acoustic model of the first sentence and one
+          short chunk, not for the whole sentence's vocoding; later sentences are vocoded whole (they are
+          computed while the first one plays).
+        * ``chunk_seconds``: cut every sentence's vocoding into chunks of about that length instead.
+        * chunks are vocoded with ``context_frames`` mel frames of context on both sides (default: the
+          generator's receptive field, :meth:`HiFiGANGenerator.context_frames`), so the joins match the
+          whole-sentence result to float rounding.
+        * ``first_clause_words``: a first sentence of more words than this is cut at its first clause
+          mark (``,`` ``:`` ``—``) after at least 3 words and synthesised as two (with the clause pause
+          between them), so the acoustic model's wait before the first audio is one clause, not a long
+          sentence. This changes the audio of such a sentence (its prosody is planned per part); off by
+          default (None)."""
         if speed <= 0 or pitch_scale < 0 or energy_scale <= 0:
             raise AiprodError(f"speed and energy_scale must be > 0 and pitch_scale >= 0 "
                               f"(got speed={speed}, pitch_scale={pitch_scale}, energy_scale={energy_scale})")
         sentences = split_sentences(text)
         if not sentences:
             raise AiprodError("text is empty: nothing to say")
+        if first_clause_words is not None:
+            sentences[:1] = split_first_clause(sentences[0], first_clause_words)
         p = next(self.parameters())
         spk = None if speaker is None else torch.tensor([speaker], device=p.device)
         if spk is not None and not 0 <= speaker < self.cfg.acoustic.n_speakers:
             raise AiprodError(f"speaker {speaker}: this voice has speakers 0..{self.cfg.acoustic.n_speakers - 1}")
+        context = self.vocoder.context_frames() if context_frames is None else context_frames
         fade = int(0.005 * self.sample_rate)
         said = False
-        for i, enc in enumerate(self.frontend.encode_batch(sentences)):
+        for i, enc in enumerate(self._encodings(sentences)):
             if not enc.ids:
                 continue
             tokens = torch.tensor([enc.ids], device=p.device)
@@ -209,7 +235,8 @@ class FastSpeech2HiFiGAN(PretrainedMixin, nn.Module):
             total = mel.shape[-1] * self.hop_length
             ramp = torch.linspace(0, 1, min(fade, total // 2))  # 5 ms fades: no clicks at the joins
             done = 0
-            for wav in self._vocode(mel, chunk_seconds, context_frames):
+            first = None if said or chunk_seconds else first_chunk_seconds
+            for wav in self._vocode(mel, chunk_seconds, context, first):
                 if done < ramp.numel():  # the fade-in (chunks are longer than the 5 ms ramp)
                     n = min(ramp.numel() - done, wav.numel())
                     wav[:n] *= ramp[done : done + n]
@@ -225,3 +252,26 @@ class FastSpeech2HiFiGAN(PretrainedMixin, nn.Module):
                 yield torch.zeros(int(pause / speed * self.sample_rate))
         if not said:
             raise AiprodError(f"text {text[:40]!r}: no symbol of the model's inventory to say")
+
+    def _encodings(self, sentences: list[str]):
+        """The frontend's encodings: the first sentence alone (its audio does not wait for the G2P of the whole
+        text), then the rest in one batch."""
+        yield self.frontend.encode(sentences[0])
+        if len(sentences) > 1:
+            yield from self.frontend.encode_batch(sentences[1:])
+
+
+_CLAUSE_MARKS = (",", ":", "\u2014")
+
+
+def split_first_clause(sentence: str, max_words: int, min_words: int = 3) -> list[str]:
+    """``[sentence]``, or ``[first clause, rest]`` when the sentence has more than ``max_words`` words and a
+    clause mark (``,`` ``:`` ``—``) ends a word after at least ``min_words`` words with at least
+    ``min_words`` words after it."""
+    words = sentence.split()
+    if len(words) <= max_words:
+        return [sentence]
+    for i in range(min_words - 1, len(words) - min_words):
+        if words[i].endswith(_CLAUSE_MARKS):
+            return [" ".join(words[: i + 1]), " ".join(words[i + 1 :])]
+    return [sentence]

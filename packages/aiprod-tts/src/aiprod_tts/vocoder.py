@@ -8,6 +8,8 @@ Losses: least-squares GAN, feature matching (×2) and mel L1 (×45), as in the p
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -75,6 +77,22 @@ class HiFiGANGenerator(nn.Module):
             for rk, rd in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilations):
                 self.resblocks.append(ResBlock(c_out, rk, tuple(rd)))
         self.conv_post = weight_norm(nn.Conv1d(ch // 2 ** len(cfg.upsample_rates), 1, 7, padding=3))
+
+    def context_frames(self) -> int:
+        """Mel frames either side of a frame that can reach its output samples (an upper bound of the
+        receptive field's half-width, plus one): vocoding a chunk with this much context on both sides gives
+        the whole-signal result to float rounding. HiFi-GAN V1: 16; the demo voice: 9."""
+        half = (self.conv_pre.kernel_size[0] - 1) / 2  # frames
+        hop = 1
+        for i, up in enumerate(self.ups):
+            k, u = up.kernel_size[0], up.stride[0]
+            half += math.ceil(k / u) / hop  # input samples (at the rate before upsampling) one output sees
+            hop *= u
+            blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]
+            half += max(sum((c1.kernel_size[0] - 1) * c1.dilation[0] // 2 + (c2.kernel_size[0] - 1) // 2
+                            for c1, c2 in zip(b.convs1, b.convs2)) for b in blocks) / hop
+        half += (self.conv_post.kernel_size[0] - 1) / 2 / hop
+        return math.ceil(half) + 1
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         if not torch.is_grad_enabled() and HiFiGANGenerator.fast_inference:
