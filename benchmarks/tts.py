@@ -1,14 +1,23 @@
 #!/usr/bin/env python
 """AIPROD-TTS speed: whole synthesis (RTF), time to the first audio when streaming, and our HiFi-GAN
-against transformers' SpeechT5HifiGan at the same size, interleaved in one run (random weights; the
-duration head is set to a natural ~8 frames per phoneme so the audio length is realistic).
+against transformers' SpeechT5HifiGan at the same size, interleaved in one run (random weights for a
+preset; the duration head is set to a natural ~8 frames per phoneme so the audio length is realistic), or
+a saved voice (``--weights weights/tiny/tts``, the demo voice).
 
-    python benchmarks/tts.py [--preset v1] [--bf16] [--sentences 2] [--repeats 3] [--threads 2] [--json out.json]
+    python benchmarks/tts.py [--preset v1 | --weights DIR] [--bf16] [--sentences 2] [--repeats 3] [--threads 2]
+                             [--no-plain] [--json out.json]
 
-RTF = seconds of compute / seconds of audio (below 1 is faster than real time); rows: the whole text
-(frontend included) in float32 (and bfloat16 with ``--bf16``; slow on CPUs without native bf16), the first
-sentence out of ``synthesize_stream`` (what a listener waits for), and the vocoders alone on the mel of
-one sentence. Medians, peak memory and ``ours / peer`` (see ``_common.py``).
+RTF = seconds of compute / seconds of audio (below 1 is faster than real time; ``rtf`` from wall time,
+``rtf_cpu`` from process CPU time). Rows, each group compared with its first ``*`` row:
+* ``whole``: the whole text (frontend included) on the inference path (``*``), and on the plain path
+  (``model.FAST_INFERENCE = False``, ``HiFiGANGenerator.fast_inference = False``: the code before issue 21's
+  fusions), and in bfloat16 with ``--bf16`` (slow on CPUs without native bf16);
+* ``first``: time to the first audio out of ``synthesize_stream`` on a text whose first sentence is long:
+  the pipeline's settings (``first_chunk_seconds=0.1``, ``first_clause_words=12``, ``*``), growing chunks
+  only, whole first sentence, and whole first sentence on the plain path (before);
+* ``vocoder``: the vocoders alone on the mel of one sentence: ours (``*``), ours on the plain path, and
+  SpeechT5HifiGan at the same configuration.
+Medians, peak memory and ``ours / this`` (see ``_common.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -23,20 +33,43 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import Case, add_common_args, header, report, run_cases, setup  # noqa: E402
 
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
+SENTENCES = [  # the first one long (21 words, ~8 s): what the first-audio rows wait for
     "On the second of May, at half past ten, the doctor paid three dollars for three apples and a loaf of bread.",
+    "The quick brown fox jumps over the lazy dog.",
     "She sells sea shells by the sea shore, and the shells she sells are surely sea shells.",
     "A journey of a thousand miles begins with a single step.",
     "Every morning the old man walked to the harbour to watch the fishing boats come in.",
     "When the rain finally stopped, the children ran outside to play in the puddles.",
 ]
+STREAM = {"first_chunk_seconds": 0.1, "first_clause_words": 12}  # aiprod_tts.pipeline.STREAM_OPTIONS
 
 
-def voice(preset: str, dtype: torch.dtype, device):
+@contextmanager
+def plain_path():
+    """The plain (pre-issue-21-fusion) inference ops for the duration of the block."""
+    from aiprod_tts import model
+    from aiprod_tts.vocoder import HiFiGANGenerator
+
+    model.FAST_INFERENCE = HiFiGANGenerator.fast_inference = False
+    try:
+        yield
+    finally:
+        model.FAST_INFERENCE = HiFiGANGenerator.fast_inference = True
+
+
+def plain(fn):
+    def run():
+        with plain_path():
+            return fn()
+    return run
+
+
+def voice(preset: str, dtype: torch.dtype, device, weights: str | None = None):
     from aiprod_tts.presets import PRESETS
     from aiprod_tts.synthesizer import FastSpeech2HiFiGAN
 
+    if weights:
+        return FastSpeech2HiFiGAN.from_pretrained(weights).eval().to(device=device, dtype=dtype)
     torch.manual_seed(0)
     frontend = {"mode": "character"}  # no G2P model needed with random weights; same acoustic/vocoder cost
     model = FastSpeech2HiFiGAN(**{**PRESETS[preset], "frontend": frontend}).eval()
@@ -50,50 +83,70 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap)
     ap.add_argument("--preset", default="v1")
-    ap.add_argument("--sentences", type=int, default=2, help="sentences of the text (2: ~15 s of speech at v1)")
+    ap.add_argument("--weights", default=None, help="a saved voice folder instead of a random-weight preset")
+    ap.add_argument("--sentences", type=int, default=2, help="sentences of the text (2: ~11 s of speech at v1)")
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--no-plain", action="store_true", help="skip the plain-path (before) rows")
     ap.add_argument("--skip-whole", action="store_true", help="only the first-audio and vocoder rows")
     args = ap.parse_args(argv)
     device = setup(args)
     text = " ".join(SENTENCES[: args.sentences])
-    ours = voice(args.preset, torch.float32, device)
+    ours = voice(args.preset, torch.float32, device, args.weights)
     with torch.no_grad():
         audio_s = ours.synthesize(text).numel() / ours.sample_rate
         tokens = ours.tokenize(SENTENCES[0])[None].to(device)
         mel = ours.acoustic.infer(tokens, torch.tensor([tokens.shape[1]], device=device),
                                   pitch_std=ours.cfg.audio.pitch_std).mel
+        first_s = next(iter(ours.synthesize_stream(text, **STREAM))).numel() / ours.sample_rate
     sent_s = mel.shape[-1] * ours.hop_length / ours.sample_rate
     params = ours.num_parameters()
-    cases = [] if args.skip_whole else [
-        Case("aiprod-tts whole text fp32", lambda: ours.synthesize(text), params, "whole", ours=True,
-             extra={"audio_s": audio_s})]
-    if args.bf16:
-        ours_bf = voice(args.preset, torch.bfloat16, device)
-        cases.append(Case("aiprod-tts whole text bf16", lambda: ours_bf.synthesize(text), params, "whole",
-                          extra={"audio_s": audio_s}))
-    cases.append(Case("aiprod-tts first audio (stream) fp32", lambda: next(iter(ours.synthesize_stream(text))),
-                      params, "first", ours=True, extra={"audio_s": 0.0}))
-    cases.append(Case("aiprod-tts first audio (0.5 s chunks) fp32",
-                      lambda: next(iter(ours.synthesize_stream(text, chunk_seconds=0.5))), params, "first",
-                      extra={"audio_s": 0.0}))
+
+    def whole():
+        return ours.synthesize(text)
+
+    def first(**kw):
+        return lambda: next(iter(ours.synthesize_stream(text, **kw)))
+
+    cases = []
+    if not args.skip_whole:
+        cases.append(Case("aiprod-tts whole text fp32", whole, params, "whole", ours=True, extra={"audio_s": audio_s}))
+        if not args.no_plain:
+            cases.append(Case("  plain path (before)", plain(whole), params, "whole", extra={"audio_s": audio_s}))
+        if args.bf16:
+            ours_bf = voice(args.preset, torch.bfloat16, device, args.weights)
+            cases.append(Case("aiprod-tts whole text bf16", lambda: ours_bf.synthesize(text), params, "whole",
+                              extra={"audio_s": audio_s}))
+    cases += [
+        Case("first audio: 0.1 s chunk + first clause", first(**STREAM), params, "first", ours=True,
+             extra={"audio_s": first_s}),
+        Case("first audio: 0.1 s chunk, whole sentence", first(first_chunk_seconds=0.1), params, "first",
+             extra={"audio_s": 0.0}),
+        Case("first audio: whole first sentence", first(), params, "first", extra={"audio_s": 0.0})]
+    if not args.no_plain:
+        cases.append(Case("  whole first sentence, plain (before)", plain(first()), params, "first",
+                          extra={"audio_s": 0.0}))
 
     def our_voc():
         with torch.no_grad():
             return ours.vocoder(mel)
 
-    cases.append(Case("aiprod HiFi-GAN V1 (1 sentence)", our_voc, sum(p.numel() for p in ours.vocoder.parameters()),
-                      "vocoder", ours=True, extra={"audio_s": sent_s}))
+    voc_params = sum(p.numel() for p in ours.vocoder.parameters())
+    cases.append(Case("aiprod HiFi-GAN (1 sentence)", our_voc, voc_params, "vocoder", ours=True,
+                      extra={"audio_s": sent_s}))
+    if not args.no_plain:
+        cases.append(Case("  plain path (before)", plain(our_voc), voc_params, "vocoder", extra={"audio_s": sent_s}))
     if not args.no_peer:
         from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
         v = ours.cfg.vocoder
         peer = SpeechT5HifiGan(SpeechT5HifiGanConfig(
-            model_in_dim=80, sampling_rate=ours.sample_rate, upsample_initial_channel=v.upsample_initial_channel,
+            model_in_dim=ours.cfg.audio.n_mels, sampling_rate=ours.sample_rate,
+            upsample_initial_channel=v.upsample_initial_channel,
             upsample_rates=list(v.upsample_rates), upsample_kernel_sizes=list(v.upsample_kernel_sizes),
             resblock_kernel_sizes=list(v.resblock_kernel_sizes),
             resblock_dilation_sizes=[list(d) for d in v.resblock_dilations], normalize_before=False)).eval().to(device)
-        spec = mel[0].transpose(0, 1).contiguous()  # [T, 80]
+        spec = mel[0].transpose(0, 1).contiguous()  # [T, n_mels]
 
         def peer_voc():
             with torch.no_grad():
@@ -105,7 +158,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for r in rows:
         r["rtf"] = r["wall_s"] / r["audio_s"] if r["audio_s"] else None
         r["rtf_cpu"] = r["cpu_s"] / r["audio_s"] if r["audio_s"] else None
-    head = header(device, args.repeats, f"AIPROD-TTS {args.preset}, {audio_s:.1f} s of speech, {args.sentences} sentences")
+    what = args.weights or args.preset
+    head = header(device, args.repeats, f"AIPROD-TTS {what}, {audio_s:.1f} s of speech, {args.sentences} sentences; "
+                                        f"first audio piece {first_s:.2f} s")
     report(head, rows, args.json_path, extra_cols=("audio_s", "rtf", "rtf_cpu"))
     return rows
 

@@ -72,6 +72,11 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.
     return torch.arange(max_len, device=lengths.device)[None] < lengths[:, None]
 
 
+# without autograd (and not training), FFT blocks and the post-net take the inference path below; False: the
+# plain ops everywhere (for comparisons, e.g. benchmarks/tts.py)
+FAST_INFERENCE = True
+
+
 def _tm_weight(conv: nn.Conv1d) -> torch.Tensor:
     """conv's kernel as a [C_out, k * C_in] matrix (tap-major), cached until the weight changes."""
     w = conv.weight
@@ -114,7 +119,7 @@ class FFTBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if not (self.training or torch.is_grad_enabled()):
+        if FAST_INFERENCE and not (self.training or torch.is_grad_enabled()):
             return self._infer(x, mask)
         q, k, v = rearrange(self.qkv(self.norm1(x)), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
@@ -340,7 +345,7 @@ class FastSpeech2(nn.Module):
     def decode(self, h, durations):
         frames, mel_lens = length_regulate(h, durations)
         fmask = lengths_to_mask(mel_lens, frames.shape[1])
-        if not (self.training or torch.is_grad_enabled()):  # inference: the post-net in time-major layout
+        if FAST_INFERENCE and not (self.training or torch.is_grad_enabled()):  # inference: time-major post-net
             coarse = self.to_mel(self.decoder(frames, fmask))  # [B, T, n_mels]
             mel = coarse
             for i, conv in enumerate(self.postnet):
