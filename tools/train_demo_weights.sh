@@ -15,6 +15,8 @@ mkdir -p data logs
 # 1. data: the captioned video corpus (256 + 32 held-out clips) and the espeak-ng speech corpus (240 + 16)
 [ -d data/video_corpus ] || python tools/make_video_corpus.py data/video_corpus --quiet
 [ -d data/tts_corpus ] || python tools/make_tts_corpus.py data/tts_corpus -n 240 --heldout 16
+# the phoneme recogniser's own espeak-ng corpus (another seed: 1,200 + 64 held-out utterances)
+[ -d data/recogniser_corpus ] || python tools/make_tts_corpus.py data/recogniser_corpus -n 1200 --heldout 64 --seed 7
 
 publish() {  # publish RUN_FOLDER NAME: the verified component folder becomes weights/tiny/NAME
   aiprod verify "$1"
@@ -58,10 +60,15 @@ publish runs/demo/shdt/final/model shdt
 wait $DECODER && publish runs/demo/hwvae_decoder/final/model hwvae
 wait $TTS && publish runs/demo/tts_lexicon/final/tts tts
 wait $CODEC && publish runs/demo/audio_codec/final/codec audio_codec
+# the phoneme recogniser (the voice's intelligibility measure in aiprod eval): after the voice, as its targets
+# are the phones of the voice's frontend (CMUdict + weights/tiny/tts/g2p)
+aiprod train configs/train/tiny/phoneme_recogniser_demo.yaml > logs/phoneme_recogniser.log 2>&1
+publish runs/demo/phoneme_recogniser/final/recogniser phoneme_recogniser
 
 # 5. the floors, on the held-out splits
 aiprod eval weights/tiny/hwvae data/video_corpus
 aiprod eval weights/tiny/audio_codec data/tts_corpus --kbps 6
-aiprod eval weights/tiny/tts data/tts_corpus
+aiprod eval weights/tiny/tts data/tts_corpus   # + phoneme error rates (weights/tiny/phoneme_recogniser)
+aiprod tts per weights/tiny/phoneme_recogniser data/recogniser_corpus
 aiprod tts g2p-eval weights/tiny/tts/g2p
 aiprod eval examples/text_to_video.yaml data/video_corpus
