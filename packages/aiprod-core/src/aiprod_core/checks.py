@@ -18,8 +18,8 @@ Each problem is one line: file, key, what was found, what was expected.
 torch (seconds). What a config builds depends only on that config and the code, so it is remembered
 (:func:`component_facts`) in ``<cache>/validated/<key>.json``, keyed on the component, the exact config
 and a fingerprint of the code (size and mtime of every file of the component's package and of
-``aiprod_core``; the versions of the plugin distributions and of torch, transformers, peft, pydantic,
-einops), signed with the per-user key of the stamp cache. A config seen before is then checked
+``aiprod_core``; the versions of the plugin distributions; the installed torch, transformers, peft,
+pydantic, einops), signed with the per-user key of the stamp cache. A config seen before is then checked
 without importing torch: it is known valid, its parameter count and tensor shapes come from the
 entry, and the weights' headers are read as JSON (:mod:`aiprod_core.weightfiles`). Paths, headers and
 memory are looked at afresh on every run; only a config that passed is remembered, so every refusal
@@ -181,16 +181,19 @@ def _meta_build(spec: Any, kwargs: dict[str, Any]) -> Any:
 MEMO_FORMAT = "aiprod-validated/1"
 #: entries kept in ``<cache>/validated`` (the oldest go first)
 MEMO_MAX_FILES = 512
-#: third-party distributions whose version changes what a component config validates to or builds
-_MEMO_DISTRIBUTIONS = ("torch", "transformers", "peft", "pydantic", "pydantic-core", "einops")
+#: third-party packages whose installed version changes what a component config validates to or builds
+_MEMO_PACKAGES = ("torch", "transformers", "peft", "pydantic", "pydantic_core", "einops")
 
 
 def _target(obj: Any) -> str:
     return obj if isinstance(obj, str) else f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', obj)}"
 
 
-def _files_stamp(package: str) -> str | None:
-    """(name, size, mtime) of every source file of a top-level package or module; None when not found."""
+@functools.cache
+def _files_stamp(package: str, sources: bool = True) -> str | None:
+    """Digest of (path, size, mtime) of every source file of a top-level package or module (only its
+    ``__init__`` with ``sources=False``: an installed library changes it on every upgrade); None when it
+    is not found. Computed once per process, without importing the package."""
     import importlib.util
 
     try:
@@ -199,7 +202,7 @@ def _files_stamp(package: str) -> str | None:
         return None
     if found is None:
         return None
-    roots = list(found.submodule_search_locations or [])
+    roots = list(found.submodule_search_locations or []) if sources else []
     files = [found.origin] if not roots and found.origin and os.path.isfile(found.origin) else []
     for root in roots:
         for here, dirs, names in os.walk(root):
@@ -214,21 +217,13 @@ def _files_stamp(package: str) -> str | None:
     return h.hexdigest()
 
 
-@functools.lru_cache(maxsize=8)
 def _code_fingerprint(packages: tuple[str, ...], plugins: tuple[tuple[str, ...], ...]) -> str | None:
-    """One digest of the code a component check runs (computed once per process); None: not knowable."""
-    import importlib.metadata as md
-
+    """One digest of the code a component check runs; None when it cannot be known."""
     stamps = {p: _files_stamp(p) for p in packages}
     if any(v is None for v in stamps.values()):
         return None
-    versions = {}
-    for dist in _MEMO_DISTRIBUTIONS:
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            versions[dist] = None
-    payload = {"files": stamps, "versions": versions, "plugins": plugins, "python": sys.version}
+    libraries = {p: _files_stamp(p, sources=False) for p in _MEMO_PACKAGES}
+    payload = {"files": stamps, "libraries": libraries, "plugins": plugins, "python": sys.version}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
