@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not args.skip_whole:
         cases.append(Case("aiprod-tts whole text fp32", whole, params, "whole", ours=True, extra={"audio_s": audio_s}))
         if not args.no_plain:
-            cases.append(Case("  plain path (before)", plain(whole), params, "whole", extra={"audio_s": audio_s}))
+            cases.append(Case("  whole text, plain path (before)", plain(whole), params, "whole",
+                              extra={"audio_s": audio_s}))
         if args.bf16:
             ours_bf = voice(args.preset, torch.bfloat16, device, args.weights)
             cases.append(Case("aiprod-tts whole text bf16", lambda: ours_bf.synthesize(text), params, "whole",
@@ -135,7 +136,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cases.append(Case("aiprod HiFi-GAN (1 sentence)", our_voc, voc_params, "vocoder", ours=True,
                       extra={"audio_s": sent_s}))
     if not args.no_plain:
-        cases.append(Case("  plain path (before)", plain(our_voc), voc_params, "vocoder", extra={"audio_s": sent_s}))
+        cases.append(Case("  HiFi-GAN, plain path (before)", plain(our_voc), voc_params, "vocoder",
+                          extra={"audio_s": sent_s}))
     if not args.no_peer:
         from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
