@@ -79,7 +79,7 @@ def test_dead_codes_are_restarted_from_the_batch():
         stage.codebook.data[:] = stage.codebook.data[:1]  # collapse: every code identical
     wav = torch.randn(4, 1, 3200) * 0.3
     m(wav)  # first step: usage counted (only one code index wins)
-    m(wav)  # second step: every unused code is re-seeded from encoder outputs
+    m.restart_dead_codes()  # after it (the recipe: after the optimizer step) codes are seeded from encoder outputs
     distinct = torch.unique(stage.codebook.detach(), dim=0).shape[0]
     assert distinct > 30
     assert (stage.usage > 0).all()

@@ -230,6 +230,12 @@ class NACCodec(PretrainedMixin, nn.Module):
         audio = self.decoder(q.quantized)
         return CodecOutput(audio, q.codes, latents, q.commitment_loss, q.codebook_loss)
 
+    def restart_dead_codes(self) -> int:
+        """Seed fresh codebooks and re-seed unused codes from the encoder vectors of the last training
+        forward; the training recipe calls it after each optimizer step, outside the forward (so the write
+        survives FSDP2's freeing of gathered parameters), on every rank. Returns the codes re-seeded."""
+        return self.quantizer.restart_dead_codes()
+
     # -- streaming -------------------------------------------------------------------
     @contextlib.contextmanager
     def streaming(self):

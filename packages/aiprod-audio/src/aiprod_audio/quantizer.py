@@ -6,7 +6,10 @@ normalised look-up is DAC's remedy for codebook collapse ("Improved RVQGAN",
 Kumar et al. 2023, https://arxiv.org/abs/2306.06546, sec. 3.2). On top of it we keep an
 EMA of each code's usage and re-seed codes that fall out of use with vectors from
 the current batch (the dead-code restart of SoundStream/EnCodec, Zeghidour et al. 2021,
-https://arxiv.org/abs/2107.03312), so codebooks stay in use even on tiny data.
+https://arxiv.org/abs/2107.03312), so codebooks stay in use even on tiny data. The training forward only
+counts usage and keeps the batch's encoder vectors; the restart itself is :meth:`ResidualVQ.restart_dead_codes`,
+which the recipe calls after the optimizer step, outside any forward: under FSDP2 a write made inside the
+forward lands on the gathered copy of the codebook and is lost when it is freed.
 Quantizer dropout (SoundStream sec. 3.3) trains every prefix of the codebooks, so
 fewer codebooks give a lower bitrate with graceful degradation.
 """
@@ -44,9 +47,11 @@ class FactorizedVQ(nn.Module):
         self.codebook = nn.Parameter(torch.randn(codebook_size, codebook_dim))
         # EMA of how many vectors picked each code per step; persistent so that a resumed
         # run restarts exactly the same codes (and so a meta-built module gets it back).
-        # Starts at zero, which marks a fresh codebook: the first training step seeds every code
-        # from the batch, a data-driven initialisation (EnCodec uses k-means for the same reason).
+        # Starts at zero, which marks a fresh codebook: the restart after the first training step seeds
+        # every code from the batch, a data-driven initialisation (EnCodec uses k-means for the same reason).
         self.register_buffer("usage", torch.zeros(codebook_size))
+        self._candidates: torch.Tensor | None = None  # encoder vectors of the last training forward
+        self._fresh = False  # a forward since the last restart saw a never-used (fresh) codebook
 
     def normalized_codebook(self) -> torch.Tensor:
         return F.normalize(self.codebook, dim=-1)
@@ -58,26 +63,46 @@ class FactorizedVQ(nn.Module):
         return (enc @ self.normalized_codebook().float().t()).argmax(dim=-1)
 
     @torch.no_grad()
-    def _restart_dead_codes(self, z_e: torch.Tensor, mask: torch.Tensor) -> None:
-        """Re-seed codes whose usage EMA fell below ``dead_threshold`` x the mean usage."""
-        if not bool(self.usage.any()):  # a fresh codebook: seed every code from the batch
+    def restart_dead_codes(self) -> int:
+        """Re-seed the codes whose usage EMA fell below ``dead_threshold`` x the mean usage (every code of a
+        fresh codebook) with encoder vectors kept by the last training forward. Call it outside the forward
+        (after the optimizer step) on every rank: it is a collective under torch.distributed, the codebook
+        may be an FSDP2-sharded DTensor. Returns the number of codes re-seeded (equal on every rank)."""
+        vecs, self._candidates = self._candidates, None
+        fresh, self._fresh = self._fresh, False
+        if vecs is None or self.dead_threshold <= 0:
+            return 0
+        if fresh:  # the forward found a fresh codebook (usage all zero): seed every code from the batch
             dead = torch.ones_like(self.usage, dtype=torch.bool)
         else:
             dead = self.usage < self.dead_threshold * self.usage.mean()
-        n_dead = int(dead.sum())
+        n_dead = int(dead.sum())  # usage is all-reduced in the forward: the same on every rank
         if n_dead == 0:
-            return
-        flat = rearrange(z_e, "b d f -> (b f) d")
-        active = rearrange(mask.expand(-1, z_e.shape[-1]), "b f -> (b f)")
-        # candidates: vectors of items that use this stage; all vectors when none does, so every
-        # rank takes the same path (the broadcast below is a collective)
-        vecs = flat[active] if bool(active.any()) else flat
+            return 0
+        param = self.codebook.data
+        sharded = hasattr(param, "full_tensor")  # a DTensor: FSDP2 keeps only this rank's rows
+        full = param.full_tensor() if sharded else param
         pick = torch.randint(0, vecs.shape[0], (n_dead,), device=vecs.device)
-        self.codebook.data[dead] = vecs[pick].to(self.codebook.dtype)
+        full[dead] = vecs[pick].to(full.device, full.dtype)
         self.usage[dead] = self.usage.mean().clamp_min(1.0 / self.codebook_size)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.broadcast(self.codebook.data, src=0)
+            torch.distributed.broadcast(full, src=0)
             torch.distributed.broadcast(self.usage, src=0)
+        if sharded:
+            from torch.distributed.tensor import distribute_tensor
+
+            mine = distribute_tensor(full, param.device_mesh, param.placements).to_local()
+            param.to_local().copy_(mine)
+        return n_dead
+
+    @torch.no_grad()
+    def _keep_candidates(self, z_e: torch.Tensor, mask: torch.Tensor) -> None:
+        """Keep this batch's encoder vectors ``[N, d]`` for :meth:`restart_dead_codes`: those of the items
+        that use this stage, all of them when none does (so every rank has candidates)."""
+        self._fresh = self._fresh or not bool(self.usage.any())  # before this forward counts its codes
+        flat = rearrange(z_e, "b d f -> (b f) d")
+        active = rearrange(mask.expand(-1, z_e.shape[-1]), "b f -> (b f)")
+        self._candidates = (flat[active] if bool(active.any()) else flat).clone()
 
     @torch.no_grad()
     def _update_usage(self, codes: torch.Tensor, mask: torch.Tensor) -> None:
@@ -92,7 +117,7 @@ class FactorizedVQ(nn.Module):
         Returns ``(out [B, D, F], codes [B, F], commitment [B], codebook [B])``."""
         z_e = self.in_proj(residual)
         if self.training and self.dead_threshold > 0:
-            self._restart_dead_codes(z_e.detach(), mask)
+            self._keep_candidates(z_e.detach(), mask)
         codes = self.lookup(z_e)
         # quantise on the unit sphere: both the encoder vector and its code are L2-normalised
         # (ViT-VQGAN, Yu et al. 2021, https://arxiv.org/abs/2110.04627), so the losses are bounded
@@ -164,6 +189,12 @@ class ResidualVQ(nn.Module):
             residual = residual - stage.decode(idx).to(residual.dtype)
             codes.append(idx)
         return torch.stack(codes, dim=1)
+
+    @torch.no_grad()
+    def restart_dead_codes(self) -> int:
+        """Every stage's :meth:`FactorizedVQ.restart_dead_codes` (after the optimizer step, on every rank);
+        the number of codes re-seeded."""
+        return sum(stage.restart_dead_codes() for stage in self.stages)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``codes [B, Q', F]`` with Q' <= num_codebooks -> ``[B, D, F]``."""

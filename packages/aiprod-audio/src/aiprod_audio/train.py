@@ -77,13 +77,6 @@ class AudioCodecTrainConfig(StrictModel):
 
 class AudioCodecTask(TrainTask):
     def __init__(self, cfg: AudioCodecTrainConfig, codec: NACCodec):
-        if cfg.train.strategy == "fsdp2":
-            import sys
-
-            # the quantizer seeds fresh codebooks and restarts dead codes inside its forward, on the gathered
-            # copy FSDP2 frees afterwards: the ranks stay identical, but those writes are lost
-            print("audio-codec: under train.strategy fsdp2 the quantizer's data-driven codebook seeding and "
-                  "dead-code restarts are lost; use ddp (the codec fits one device)", file=sys.stderr)
         self.cfg = cfg
         self.codec = codec
         self.disc = CodecDiscriminator(cfg.discriminator)
@@ -144,6 +137,11 @@ class AudioCodecTask(TrainTask):
             loss = loss + w.adversarial * g_adv + w.feature_matching * fm
             metrics.update({"d_loss": d_loss.item(), "g_adv": g_adv.item(), "feature_matching": fm.item()})
         ctx.backward_step("codec", loss)
+        if ctx.micro == ctx.accum - 1:
+            # codebook seeding and dead-code restarts after the optimizer step, outside the forward: under
+            # FSDP2 a write inside the forward would land on the gathered copy of the codebook and be lost
+            # (the trainer averages metrics over micro-batches: x accum gives the step's count)
+            metrics["codes_restarted"] = float(ctx.raw["codec"].restart_dead_codes() * ctx.accum)
         metrics["loss"] = loss.item()
         return metrics
 
