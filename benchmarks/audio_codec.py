@@ -49,14 +49,39 @@ def build_cases(args, device, wav) -> list[Case]:
     v1 = PRESETS["v1"]
     cases: list[Case] = []
 
-    def add_ours(name, m, dtype=torch.float32, plain=False, group="~50M"):
+    def add_ours(name, m, dtype=torch.float32, plain=False, group="~50M", first=None):
         x = wav.to(dtype)
 
         def fn():
             with torch.enable_grad() if plain else torch.inference_mode():
-                return m.decode(m.encode(x, 8))
+                return m.decode(m.encode(x, m.codebooks_for_bandwidth(6.0)))
 
-        cases.append(Case(name, fn, count(m), group, ours=not plain and dtype == torch.float32 and not cases))
+        first = not cases if first is None else first
+        cases.append(Case(name, fn, count(m), group, ours=not plain and dtype == torch.float32 and first))
+
+    if args.demo:  # the embedded demo codec (trained) against EnCodec's architecture at its size and rates
+        from aiprod_audio.model import NACCodec
+
+        demo = NACCodec.from_pretrained(args.demo).eval().requires_grad_(False).to(device)
+        dcfg = demo.config.model_dump()
+        add_ours("aiprod demo codec (trained)", demo, group="demo", first=True)
+        add_ours("aiprod demo codec, plain path", demo, plain=True, group="demo")
+        for label, over in (("dw", {"depthwise_residual": True}), ("dw, dec 128", {"depthwise_residual": True,
+                                                                                 "decoder_dim": 128})):
+            add_ours(f"aiprod demo config {label} (random)", ours({**dcfg, **over}, device), group="demo")
+        hop = list(reversed(dcfg["strides"]))  # EnCodec lists its ratios decoder-first
+        enc = EncodecModel(EncodecConfig(num_filters=16, hidden_size=64, num_lstm_layers=dcfg["lstm_layers"],
+                                         upsampling_ratios=hop, codebook_dim=64, target_bandwidths=[6.0]))
+        enc = enc.eval().to(device)
+
+        def fn_demo(enc=enc):
+            with torch.inference_mode():
+                out = enc.encode(wav, bandwidth=6.0)  # 4 codebooks at 150 Hz, as the demo codec
+                return enc.decode(out.audio_codes, out.audio_scales)[0]
+
+        cases.append(Case("EncodecModel, demo rates, 16 filters", fn_demo, count(enc), "demo"))
+        if args.demo_only:
+            return cases
 
     m = ours(v1, device)
     add_ours("aiprod nac-rvq v1", m)
@@ -99,6 +124,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--no-dac", action="store_true")
+    ap.add_argument("--demo", metavar="FOLDER", help="add a group: this trained codec folder (the demo's: "
+                    "weights/tiny/audio_codec) against EnCodec's architecture at its size and frame rate")
+    ap.add_argument("--demo-only", action="store_true", help="with --demo: only that group")
     args = ap.parse_args(argv)
     device = setup(args)
     wav = (torch.randn(1, 1, int(args.seconds * 24000), generator=torch.Generator().manual_seed(0)) * 0.1).to(device)
