@@ -3,6 +3,8 @@ convolutions as matrix products) equal the plain paths."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -182,3 +184,31 @@ def test_stream_cuts_a_long_first_sentence_at_its_first_clause():
     assert torch.equal(pieces[0], head)  # the first audio is the first clause's
     assert pieces[1].abs().max() == 0 and pieces[1].numel() == int(voice.cfg.clause_pause * voice.sample_rate)
     assert len(list(voice.synthesize_stream(text))) == 3  # off by default: two sentences and a pause
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the shipped demo voice: the fast path says the same as the plain path
+# ---------------------------------------------------------------------------------------------------------
+DEMO = Path(__file__).resolve().parents[3] / "weights" / "tiny" / "tts"
+
+
+@pytest.mark.skipif(not (DEMO / "model.safetensors").is_file(), reason="demo voice weights/tiny/tts not present")
+@pytest.mark.parametrize("fft", [False, True])
+def test_demo_voice_fast_path_equals_plain_path(monkeypatch, fft):
+    from aiprod_tts import model
+    from aiprod_tts.synthesizer import FastSpeech2HiFiGAN
+
+    if fft:  # the demo's narrow vocoder takes the direct path by default: force the FFT one too
+        monkeypatch.setattr(fastconv, "FFT_MIN_KERNEL", 0)
+        monkeypatch.setattr(fastconv, "FFT_MIN_WORK", 0)
+    voice = FastSpeech2HiFiGAN.from_pretrained(DEMO).eval()
+    text = "On the second of May, the doctor paid three dollars. Then he left."
+    fast = voice.synthesize(text)
+    streamed = torch.cat(list(voice.synthesize_stream(text, first_chunk_seconds=0.1)))
+    monkeypatch.setattr(model, "FAST_INFERENCE", False)
+    monkeypatch.setattr(HiFiGANGenerator, "fast_inference", False)
+    plain = voice.synthesize(text)
+    assert fast.shape == plain.shape == streamed.shape
+    assert plain.abs().max() > 0.05  # a trained voice: real speech amplitude
+    assert (fast - plain).abs().max() < 1e-4
+    assert (streamed - plain).abs().max() < 1e-4
