@@ -1,7 +1,8 @@
 """The quality floors of the end-to-end issue, on the committed demo weights and freshly generated held-out
 data (the corpora are pure functions of their settings, so these are the splits weights/tiny/README.md
-reports): HW-VAE PSNR >= 30 dB, codec SI-SDR >= 8 dB at 6 kbps, TTS mel distance <= 0.8 x untrained
-(+ pocketsphinx WER reported), and text-to-video on freshly drawn held-out sets: colour >= 0.70 (the
+reports): HW-VAE PSNR >= 30 dB, codec SI-SDR >= 8 dB at 6 kbps, TTS mel distance <= 0.5 x untrained on three
+re-drawn speech sets (+ pocketsphinx WER, and the phoneme recogniser's PER beside the recordings': issue 18's
+TTS PER <= 1.5 x the recordings' is a strict xfail), and text-to-video on freshly drawn held-out sets: colour >= 0.70 (the
 end-to-end issue's floor) on three draws; the demo issue's floors (colour >= 0.90, direction >= 0.80,
 shape >= 0.70, aiprod eval's judges) are a strict xfail until the demo is retrained."""
 
@@ -55,12 +56,46 @@ def test_codec_si_sdr_at_6_kbps(speech_corpus, monkeypatch, tmp_path):
     assert r["bitrate_kbps"] == 6.0 and r["files"] == 16 and r["floor"]["pass"], r["floor"]
 
 
-def test_tts_mel_distance_and_wer(speech_corpus, monkeypatch, tmp_path):
-    asr = pytest.importorskip("pocketsphinx") is not None
-    r = _eval(W / "tts", speech_corpus, monkeypatch, tmp_path, asr=asr)
-    assert r["utterances"] == 16 and r["floor"]["pass"], r["floor"]
-    if asr:  # reported beside the reference recordings' own; not a floor (see weights/tiny/README.md)
+_TTS: dict[int, dict] = {}  # seed -> report (each re-drawn speech set is generated and evaluated once per session)
+
+
+def _tts(seed: int, monkeypatch, tmp_path) -> dict:
+    """aiprod eval of the demo voice on the 16 held-out sentences of the speech corpus drawn with ``seed`` (none
+    of them among the voice's training sentences, corpus seed 0): mel distance, untrained voice, phoneme error
+    rate of weights/tiny/phoneme_recogniser on the voice's speech, the recordings' and the untrained voice's."""
+    if seed not in _TTS:
+        pytest.importorskip("aiprod_tts")
+        if shutil.which("espeak-ng") is None:
+            pytest.skip("espeak-ng not installed")
+        from importlib.util import find_spec
+
+        from aiprod_tts.corpus import make_corpus
+
+        data = make_corpus(tmp_path / "tts_corpus", n=240, seed=seed, heldout=16)  # held-out: sentences 240-255
+        asr = seed == 101 and find_spec("pocketsphinx") is not None  # reported on one set (slow)
+        _TTS[seed] = _eval(W / "tts", data, monkeypatch, tmp_path, asr=asr, recogniser=W / "phoneme_recogniser")
+    return _TTS[seed]
+
+
+@pytest.mark.parametrize("seed", [101, 102, 103])
+def test_tts_mel_distance_and_phoneme_error_rate(seed, monkeypatch, tmp_path):
+    r = _tts(seed, monkeypatch, tmp_path)
+    checks = {c["metric"]: c for c in r["floor"]["checks"]}
+    assert r["utterances"] == 16 and checks["mel_distance_ratio"]["pass"], checks  # <= 0.5 x untrained
+    # the recogniser hears the recordings, and the voice far better than an untrained one
+    assert r["per_reference"] <= 0.05 and r["per"] <= 0.5 * r["per_untrained"], r
+    if "asr_wer" in r:  # pocketsphinx, beside the reference recordings' own; not a floor (weights/tiny/README.md)
         assert 0 <= r["asr_wer_reference"] <= 1.0 and r["asr_wer"] >= 0
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18's intelligibility floor, TTS PER <= 1.5 x the recordings', is not "
+                   "met: the recogniser hears the espeak-ng recordings without error (PER 0.000) and the demo voice "
+                   "with 0.09-0.14 (weights/tiny/README.md)")
+@pytest.mark.parametrize("seed", [101, 102, 103])
+def test_tts_phoneme_error_rate_floor(seed, monkeypatch, tmp_path):
+    r = _tts(seed, monkeypatch, tmp_path)
+    check = next(c for c in r["floor"]["checks"] if c["metric"] == "per_ratio")
+    assert check["pass"], check
 
 
 _T2V: dict[int, dict] = {}  # draw seed -> floor checks (each draw is generated and evaluated once per session)
