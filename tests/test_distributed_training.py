@@ -65,6 +65,9 @@ CASES = {
         "data.segment_seconds=0.2", "train.grad_accum_steps=2"]),
     "tts-acoustic": ("tts.yaml", ["data.root={tts_corpus}", "acoustic_loss.bin_loss_start=0"]),
     "tts-vocoder": ("tts_vocoder.yaml", ["data.root={tts_corpus}", "vocoder.segment_frames=8"]),
+    "phoneme-recogniser": ("phoneme_recogniser_demo.yaml", [
+        "data.root={tts_corpus}", "data.heldout={tts_corpus}", "data.g2p_weights=null", "model.channels=16",
+        "model.blocks=2", "train.batch_size=2", "train.eval_every=3", "train.export_dtype=fp32"]),
     "text-encoder": ("text_encoder.yaml", ["data.synthetic_size=24", "data.eval_size=4"]),
     "upsampler": ("upsampler.yaml", ["data.eval_size=2", "train.batch_size=2"]),
 }

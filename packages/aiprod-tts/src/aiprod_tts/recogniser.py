@@ -342,16 +342,15 @@ class RecogniserTask(TrainTask):
     def evaluate(self, ctx: StepContext):
         if self.heldout is None:
             return {}
-        model = ctx.raw["recogniser"]
-        was_training = model.training
-        model.eval()
+        model, raw = ctx.modules["recogniser"], ctx.raw["recogniser"]  # the call goes through DDP / FSDP2
+        was_training = raw.training
+        raw.eval()
         hyps = []
         with torch.no_grad():
-            dev = next(model.parameters()).device
             for mel in self.heldout[0]:
-                ids = model(normalise(mel, model.floor)[None].to(dev))[0].argmax(-1).tolist()
-                hyps.append([model.phones[i - 1] for i in ctc_greedy(ids)])
-        model.train(was_training)
+                ids = model(normalise(mel, raw.floor)[None].to(ctx.device))[0].argmax(-1).tolist()
+                hyps.append([raw.phones[i - 1] for i in ctc_greedy(ids)])
+        raw.train(was_training)
         return {"per": phoneme_error_rate(self.heldout[1], hyps)}
 
 
