@@ -169,3 +169,33 @@ def test_augmentations_keep_shapes_and_are_identities_at_zero():
     n = normalise(x, floor=100.0)
     assert torch.allclose(n.mean(-1), torch.zeros(80), atol=1e-5) and torch.allclose(n.std(-1), torch.ones(80))
     assert normalise(x, floor=1.0).shape == x.shape
+
+
+def test_tts_per_command(toy):
+    from click.testing import CliRunner
+
+    from aiprod_tts.cli import tts_group
+
+    run, held = toy
+    res = CliRunner().invoke(tts_group, ["per", str(run / "final" / "recogniser"), str(held)])
+    assert res.exit_code == 0, res.output
+    assert "PER 0." in res.output and "on 2 recordings" in res.output
+
+
+def test_aiprod_eval_finds_or_skips_the_recogniser(toy, tmp_path, monkeypatch):
+    ev = pytest.importorskip("aiprod_pipelines.eval")
+    from aiprod_core.errors import AiprodError
+    from aiprod_tts.synthesizer import FastSpeech2HiFiGAN
+
+    run, held = toy
+    torch.manual_seed(0)
+    voice = FastSpeech2HiFiGAN.from_preset("tiny").save_pretrained(tmp_path / "voice")
+    r = ev.evaluate(voice, held, device="cpu", asr=False, baseline=False, recogniser=run / "final" / "recogniser")
+    assert 0 <= r["per_reference"] < 0.5 and r["per"] > r["per_reference"] and "per_skipped" not in r
+    assert {c["metric"] for c in r["floor"]["checks"]} == {"per_ratio"}
+    monkeypatch.setenv("AIPROD_PHONEME_RECOGNISER", str(tmp_path / "none"))  # the default folder is absent
+    r = ev.evaluate(voice, held, device="cpu", asr=False, baseline=False)
+    assert "per" not in r and "is not beside this install" in r["per_skipped"]
+    assert "per" not in ev.evaluate(voice, held, device="cpu", asr=False, baseline=False, per=False)
+    with pytest.raises(AiprodError, match="--recogniser .*none: not a component folder"):
+        ev.evaluate(voice, held, device="cpu", asr=False, baseline=False, recogniser=tmp_path / "none")
