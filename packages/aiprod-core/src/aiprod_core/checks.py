@@ -24,6 +24,10 @@ without importing torch: it is known valid, its parameter count and tensor shape
 entry, and the weights' headers are read as JSON (:mod:`aiprod_core.weightfiles`). Paths, headers and
 memory are looked at afresh on every run; only a config that passed is remembered, so every refusal
 comes from the full check.
+
+A component whose plugin gives a ``shapes`` function (:mod:`aiprod_core.shapes`) and a config class in a
+torch-free module is checked without torch even the first time: the config is validated, and its
+parameter count and state-dict shapes come from that function instead of a meta build.
 """
 
 from __future__ import annotations
@@ -306,7 +310,14 @@ def component_facts(spec: Any, cfg: dict[str, Any], registry: Any, *, build: boo
     facts = _memo_read(key) if key is not None else None
     if facts is not None and (facts.get("built") or not build):
         return facts
-    if build:
+    shapes_fn = spec.load_shapes() if build and getattr(spec, "shapes", None) is not None else None
+    if shapes_fn is not None:  # the family computes its shapes from the config: no model code, no torch
+        from aiprod_core.config import validate
+        from aiprod_core.shapes import numel
+
+        shapes = shapes_fn(validate(spec.load_config_model(), cfg, source=f"{spec.kind} {spec.name!r}"))
+        facts = {"built": True, "numel": numel(shapes), "shapes": {k: list(v) for k, v in shapes.items()}}
+    elif build:
         module = _meta_build(spec, cfg)
         facts = {"built": True, "numel": None, "shapes": None}
         if module is not None:

@@ -63,12 +63,19 @@ class ComponentSpec:
     license: str = "AIPROD proprietary"
     #: filled in by the registry: the distribution that registered it
     distribution: str = ""
+    #: optional torch-free ``shapes(config) -> {state-dict key: shape}`` (or its ``"module:attr"``), given the
+    #: validated config: what the factory builds, without importing model code (``aiprod validate`` uses it
+    #: for parameter counts and to compare a weights folder's tensors; tests compare it with a meta build)
+    shapes: Callable[[Any], Mapping[str, tuple[int, ...]]] | str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "presets", _freeze(self.presets))
 
     def load_factory(self) -> Callable[..., Any]:
         return resolve(self.factory)
+
+    def load_shapes(self) -> Callable[[Any], Mapping[str, tuple[int, ...]]] | None:
+        return None if self.shapes is None else resolve(self.shapes)
 
     def load_config_model(self) -> type[BaseModel]:
         return resolve(self.config_model)

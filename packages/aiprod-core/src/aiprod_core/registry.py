@@ -190,7 +190,8 @@ class Registry:
             if (what, key) in seen:
                 raise PluginError(f"duplicate {label}: registered twice by {info.distribution!r}")
             seen.add((what, key))
-            targets = ((rec.factory, rec.config_model) if what == "component" else (rec.run, rec.config_model))
+            targets = ((rec.factory, rec.config_model, *([rec.shapes] if rec.shapes is not None else []))
+                       if what == "component" else (rec.run, rec.config_model))
             why = next((w for w in map(check_target, targets) if w), None)
             if why is not None:
                 unresolved.append(f"{label}: {why}")

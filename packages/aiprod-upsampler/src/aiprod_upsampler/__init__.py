@@ -4,7 +4,7 @@
 # import torch, so that ``aiprod --help`` and ``aiprod plugins`` start fast.
 _LAZY = {
     "LatentUpsampler": "aiprod_upsampler.model",
-    "LatentUpsamplerConfig": "aiprod_upsampler.model",
+    "LatentUpsamplerConfig": "aiprod_upsampler.config",
     "two_stage_refine": "aiprod_upsampler.two_stage",
 }
 

@@ -43,30 +43,13 @@ Choices and why (better than a plain "res blocks + pixel shuffle"):
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from pydantic import Field
 from torch import nn
 
-from aiprod_core.config import StrictModel
 from aiprod_core.weights import PretrainedMixin
-
-
-class LatentUpsamplerConfig(StrictModel):
-    """Every constructor argument of :class:`LatentUpsampler` (saved as ``config.json``)."""
-
-    latent_channels: int = Field(16, ge=1, description="channels of the autoencoder latents (HW-VAE: 16)")
-    mid_channels: int = Field(512, ge=8, description="width of the residual trunk")
-    blocks_before: int = Field(6, ge=0, description="residual blocks at the input (low) resolution")
-    blocks_after: int = Field(4, ge=0, description="residual blocks at the output (high) resolution")
-    temporal_kernel: int = Field(3, ge=1, description="temporal kernel of the block convs; 1 = per-frame 2D convs")
-    base: Literal["bilinear", "nearest", "none"] = Field(
-        "bilinear", description="fixed upsampling the network corrects; 'none' = predict the latent outright"
-    )
-    norm_eps: float = Field(1e-6, gt=0, description="epsilon of the channel RMS norms")
+from aiprod_upsampler.config import LatentUpsamplerConfig  # noqa: F401 - re-exported (was defined here)
 
 
 class ChannelRMSNorm(nn.Module):

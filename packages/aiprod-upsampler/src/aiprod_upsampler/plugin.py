@@ -14,7 +14,8 @@ def aiprod_register_components() -> list[ComponentSpec]:
             kind="latent-upsampler",
             name="latent-x2",
             factory="aiprod_upsampler.model:LatentUpsampler",
-            config_model="aiprod_upsampler.model:LatentUpsamplerConfig",
+            config_model="aiprod_upsampler.config:LatentUpsamplerConfig",
+            shapes="aiprod_upsampler.config:state_dict_shapes",
             presets=PRESETS,
             description="AIPROD-Upsampler v1: spatial x2 of normalised video latents (3D res blocks, "
             "ICNR sub-pixel conv, residual on bilinear)",
