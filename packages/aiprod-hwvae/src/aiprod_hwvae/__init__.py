@@ -4,7 +4,7 @@
 # import torch, so that ``aiprod --help`` and ``aiprod plugins`` start fast.
 _LAZY = {
     "HWVAE": "aiprod_hwvae.model",
-    "HWVAEConfig": "aiprod_hwvae.model",
+    "HWVAEConfig": "aiprod_hwvae.config",
     "HWVAEOutput": "aiprod_hwvae.model",
 }
 

@@ -44,46 +44,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import nn
 
-from aiprod_core.config import StrictModel
 from aiprod_core.errors import AiprodError
 from aiprod_core.weights import PretrainedMixin
 from aiprod_hwvae import haar
+from aiprod_hwvae.config import TIME_LEVELS, HWVAEConfig  # noqa: F401 - HWVAEConfig re-exported (was defined here)
 from aiprod_hwvae.tiling import tiled_2d
-
-# level i of the input pyramid is temporal+spatial when True (×4 time, ×8 space in all)
-TIME_LEVELS = (True, True, False)
-
-
-class HWVAEConfig(StrictModel):
-    """Every constructor argument of :class:`HWVAE` (saved as ``config.json``)."""
-
-    in_channels: int = Field(3, ge=1, description="video channels (RGB)")
-    latent_channels: int = Field(16, ge=1, description="latent channels C")
-    encoder_channels: list[int] = Field([128, 256, 512], min_length=3, max_length=3,
-                                        description="encoder widths at H/2, H/4, H/8")
-    decoder_channels: list[int] = Field([128, 256, 512], min_length=3, max_length=3,
-                                        description="decoder widths at H/2, H/4, H/8")
-    encoder_blocks: list[int] = Field([2, 2, 2], min_length=3, max_length=3,
-                                      description="residual blocks per encoder stage")
-    decoder_blocks: list[int] = Field([2, 2, 2], min_length=3, max_length=3,
-                                      description="residual blocks per decoder stage")
-    mid_blocks: int = Field(2, ge=0, description="residual blocks at the latent resolution (each side)")
-    latent_shift: list[float] | None = Field(None, description="per-channel mean of μ (None: 0)")
-    latent_scale: list[float] | None = Field(None, description="per-channel std of μ (None: 1)")
-    logvar_clamp: tuple[float, float] = Field((-30.0, 20.0), description="clamp of the posterior log-variance")
-
-    @model_validator(mode="after")
-    def _check(self) -> HWVAEConfig:
-        for name in ("latent_shift", "latent_scale"):
-            v = getattr(self, name)
-            if v is not None and len(v) != self.latent_channels:
-                raise ValueError(f"{name} has {len(v)} values, expected latent_channels={self.latent_channels}")
-        if self.latent_scale is not None and any(s <= 0 for s in self.latent_scale):
-            raise ValueError("latent_scale values must be > 0")
-        return self
 
 
 # --------------------------------------------------------------------------------------

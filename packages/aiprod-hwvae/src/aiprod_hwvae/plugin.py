@@ -14,7 +14,8 @@ def aiprod_register_components():
             kind="video-autoencoder",
             name="hwvae",
             factory="aiprod_hwvae.model:HWVAE",
-            config_model="aiprod_hwvae.model:HWVAEConfig",
+            config_model="aiprod_hwvae.config:HWVAEConfig",
+            shapes="aiprod_hwvae.config:state_dict_shapes",
             presets=PRESETS,
             description="HW-VAE: Haar-wavelet causal video VAE, x8 space, x4 time, 16 latent channels",
         )
