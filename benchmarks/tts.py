@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         cases.append(Case("SpeechT5HifiGan same size (1 sentence)", peer_voc, sum(p.numel() for p in peer.parameters()),
                           "vocoder", extra={"audio_s": sent_s}))
+    assert len({c.name for c in cases}) == len(cases), "run_cases keys samples by case name"
     rows = run_cases(cases, device, args.repeats)
     for r in rows:
         r["rtf"] = r["wall_s"] / r["audio_s"] if r["audio_s"] else None
