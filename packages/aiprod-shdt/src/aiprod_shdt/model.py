@@ -33,42 +33,12 @@ import math
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from pydantic import Field, model_validator
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from aiprod_core.config import StrictModel
 from aiprod_core.weights import PretrainedMixin
+from aiprod_shdt.config import SHDTConfig  # noqa: F401 - re-exported (was defined here)
 from aiprod_shdt.rope import apply_rope, rope_angles
-
-
-class SHDTConfig(StrictModel):
-    """Constructor arguments of :class:`SHDT` (saved as ``config.json``)."""
-
-    in_channels: int = Field(16, ge=1, description="latent channels of the video autoencoder (HW-VAE: 16)")
-    patch_size: int = Field(2, ge=1, description="spatial patch side in latent pixels (tokens = T*H*W/p^2)")
-    hidden_size: int = Field(3840, ge=8, description="transformer width")
-    num_heads: int = Field(30, ge=1, description="attention heads; head_dim = hidden_size / num_heads")
-    depth_double: int = Field(20, ge=0, description="dual-stream (video/text own weights) blocks")
-    depth_single: int = Field(38, ge=0, description="single-stream (shared weights) blocks")
-    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width / hidden_size")
-    text_dim: int = Field(4096, ge=1, description="width of the text encoder embeddings")
-    rope_axes_dim: tuple[int, int, int] = Field((16, 56, 56), description="head_dim split over (t, h, w)")
-    rope_theta: float = Field(10_000.0, gt=0, description="RoPE base frequency")
-    guidance_embed: bool = Field(False, description="embed a guidance strength (guidance-distilled model)")
-    timestep_scale: float = Field(1000.0, gt=0, description="sigma in [0,1] is scaled by this before the sinusoid")
-    norm_eps: float = Field(1e-6, gt=0, description="epsilon of LayerNorm and QK RMSNorm")
-    compile: bool = Field(False, description="torch.compile every transformer block (the first call compiles; "
-                                            "for inference; a run-time choice, no weight changes)")
-
-    @model_validator(mode="after")
-    def _check(self) -> SHDTConfig:
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        head_dim = self.hidden_size // self.num_heads
-        if sum(self.rope_axes_dim) != head_dim or any(d % 2 for d in self.rope_axes_dim):
-            raise ValueError(f"rope_axes_dim {tuple(self.rope_axes_dim)} must be even and sum to head_dim {head_dim}")
-        return self
 
 
 # -- patches ---------------------------------------------------------------------------------------
