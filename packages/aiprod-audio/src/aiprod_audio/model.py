@@ -22,47 +22,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
 from torch import nn
 
+from aiprod_audio.config import NACConfig  # noqa: F401 - re-exported (was defined here)
 from aiprod_audio.layers import CausalConv1d, CausalConvTranspose1d, CausalLSTM, ResidualUnit, Snake, StreamingModule
 from aiprod_audio.quantizer import ResidualVQ
-from aiprod_core.config import StrictModel
 from aiprod_core.errors import AiprodError
 from aiprod_core.weights import PretrainedMixin
-
-
-class NACConfig(StrictModel):
-    """Every constructor argument of :class:`NACCodec` (saved as config.json)."""
-
-    sample_rate: int = Field(24000, description="waveform sample rate in Hz")
-    strides: list[int] = Field([2, 4, 5, 8], description="encoder downsampling factors; their product is the hop")
-    encoder_dim: int = Field(64, description="channels after the first encoder conv; doubled at each stride")
-    decoder_dim: int = Field(1024, description="channels at the decoder input; halved at each upsampling")
-    latent_dim: int = Field(512, description="D of the continuous latents [B, D, F] fed to the quantizer")
-    lstm_layers: int = Field(2, description="LSTM layers at the bottleneck of encoder and decoder (0: none)")
-    dilations: list[int] = Field([1, 3, 9], description="dilations of the residual units in each block")
-    kernel_size: int = Field(7, description="kernel of the first/last convs and of the residual units")
-    depthwise_residual: bool = Field(
-        False, description="depthwise dilated convs in the residual units (~8x cheaper units; other weights)"
-    )
-    num_codebooks: int = Field(8, description="RVQ stages (Q)")
-    codebook_size: int = Field(1024, description="codes per codebook (K); 10 bits per code for 1024")
-    codebook_dim: int = Field(8, description="dimension of the factorized look-up space (DAC uses 8)")
-    quantizer_dropout: float = Field(
-        0.5, description="probability that an item trains with a random prefix of codebooks"
-    )
-    usage_decay: float = Field(0.99, description="EMA decay of the per-code usage counts")
-    dead_code_threshold: float = Field(
-        0.01, description="a code is restarted when its usage EMA < threshold x mean usage (0: never)"
-    )
-
-    @field_validator("strides", "dilations")
-    @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if not v or any(s < 1 for s in v):
-            raise ValueError("expected a non-empty list of positive integers")
-        return v
 
 
 @dataclass

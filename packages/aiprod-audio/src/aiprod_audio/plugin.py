@@ -12,7 +12,8 @@ def aiprod_register_components():
             kind="audio-codec",
             name="nac-rvq",
             factory="aiprod_audio.model:NACCodec",
-            config_model="aiprod_audio.model:NACConfig",
+            config_model="aiprod_audio.config:NACConfig",
+            shapes="aiprod_audio.config:state_dict_shapes",
             presets=PRESETS,
             description="Audio-VAE v1: causal neural audio codec, 24 kHz, 75 Hz frames, RVQ 8 x 1024 (6 kbps)",
         )
