@@ -12,26 +12,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 
-from aiprod_core.config import StrictModel
-
-
-class AudioConfig(StrictModel):
-    """Signal parameters shared by the acoustic model, the vocoder and the feature extractor."""
-
-    sample_rate: int = 24000  # the stack's audio rate
-    n_fft: int = 1024
-    win_length: int = 1024
-    hop_length: int = 256  # 93.75 frames/s at 24 kHz; equals the product of the vocoder upsample rates
-    n_mels: int = 80
-    f_min: float = 0.0
-    f_max: float = 12000.0
-    f0_min: float = 60.0  # YIN search range (Hz)
-    f0_max: float = 800.0
-    # statistics of the training data (set by the recipe before training; stored with the model)
-    pitch_mean: float = 5.0  # mean log-F0 of voiced frames (log Hz)
-    pitch_std: float = 0.25
-    energy_mean: float = 0.0  # mean log frame energy
-    energy_std: float = 1.0
+from aiprod_tts.config import AudioConfig  # noqa: F401 - re-exported (was defined here)
 
 
 @functools.lru_cache(maxsize=8)

@@ -26,31 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from aiprod_core.config import StrictModel
-
-
-class AcousticConfig(StrictModel):
-    """FastSpeech 2 + ProsodyModeler + aligner hyper-parameters."""
-
-    hidden: int = 256  # model width D
-    heads: int = 2
-    ffn_dim: int = 1024  # conv feed-forward width inside each FFT block
-    ffn_kernels: tuple[int, int] = (9, 1)  # kernel sizes of the two FFN convolutions (FastSpeech 2: 9, 1)
-    encoder_layers: int = 4
-    decoder_layers: int = 6
-    dropout: float = 0.1
-    predictor_channels: int = 256
-    predictor_kernel: int = 3
-    predictor_dropout: float = 0.1
-    prosody_embed_kernel: int = 3  # FastPitch: pitch/energy values embedded by a 1-D conv
-    postnet_channels: int = 512  # 0 disables the conv post-net
-    postnet_layers: int = 5
-    postnet_kernel: int = 5
-    aligner_channels: int = 80  # width of the key/query spaces of the alignment module
-    aligner_temperature: float = 0.0005
-    prior_scaling: float = 1.0  # beta-binomial prior: omega in Badlani et al.
-    n_speakers: int = 1  # >1 adds a speaker embedding (LibriTTS)
-    max_duration_frames: int = 75  # clamp of a single predicted duration at inference
+from aiprod_tts.config import AcousticConfig  # noqa: F401 - re-exported (was defined here)
 
 
 # ---------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ def aiprod_register_components():
 
     return [ComponentSpec(kind="speech-synthesizer", name="fastspeech2-hifigan",
                           factory="aiprod_tts.synthesizer:FastSpeech2HiFiGAN",
-                          config_model="aiprod_tts.synthesizer:SynthesizerConfig", presets=PRESETS,
+                          config_model="aiprod_tts.config:SynthesizerConfig", presets=PRESETS,
+                          shapes="aiprod_tts.config:state_dict_shapes",
                           description="AIPROD-TTS v1: CMUdict + G2P frontend + FastSpeech 2/ProsodyModeler + HiFi-GAN, "
                                       "24 kHz"),
             ComponentSpec(kind="grapheme-to-phoneme", name="transformer-g2p", factory="aiprod_tts.g2p:G2PModel",

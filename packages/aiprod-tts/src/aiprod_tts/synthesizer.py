@@ -6,62 +6,25 @@ One module holds the text frontend's symbol inventory (in its config), the acous
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
-from pydantic import model_validator
 from torch import nn
 
-from aiprod_core.config import StrictModel
 from aiprod_core.errors import AiprodError
 from aiprod_core.weights import PretrainedMixin
-from aiprod_tts.audio import AudioConfig
-from aiprod_tts.frontend import TextFrontend, default_symbols, split_sentences
-from aiprod_tts.model import AcousticConfig, FastSpeech2
-from aiprod_tts.vocoder import HiFiGANGenerator, VocoderConfig
-
-
-class FrontendConfig(StrictModel):
-    """Text frontend: G2P mode and the symbol inventory the model was trained on."""
-
-    mode: Literal["phoneme", "character"] = "phoneme"  # phoneme = IPA through a G2P; character = letters
-    language: str = "en-us"  # en-us / en-gb (dates day first) for the lexicon; any espeak-ng voice for espeak
-    symbols: list[str] | None = None  # the inventory, id = position; None = the default for `mode`
-    on_unknown: Literal["error", "warn"] = "warn"  # symbols outside the inventory: fail, or warn and skip
-    # lexicon = CMUdict + the G2P model below (package index only); espeak = espeak-ng through phonemizer
-    # (optional extra aiprod-tts[espeak] + the system package; other languages)
-    g2p: Literal["lexicon", "espeak"] = "lexicon"
-    # G2P component folder for words outside the lexicon. A saved voice holds a copy in its folder
-    # ("g2p", relative to the voice folder); in a recipe YAML a path relative to the working directory.
-    # None: such words are spelt letter by letter (with a warning).
-    g2p_weights: str | None = None
-
-    @model_validator(mode="after")
-    def _fill_symbols(self):
-        if self.symbols is None:
-            self.symbols = default_symbols(self.mode)
-        return self
-
-
-class SynthesizerConfig(StrictModel):
-    frontend: FrontendConfig = FrontendConfig()
-    audio: AudioConfig = AudioConfig()
-    acoustic: AcousticConfig = AcousticConfig()
-    vocoder: VocoderConfig = VocoderConfig()
-    sentence_pause: float = 0.35  # seconds of silence after . ! ? between sentences (divided by speed)
-    clause_pause: float = 0.2  # after ; : , when a long sentence had to be split
-
-    @model_validator(mode="after")
-    def _check_hop(self):
-        if math.prod(self.vocoder.upsample_rates) != self.audio.hop_length:
-            raise ValueError(f"vocoder.upsample_rates multiply to {math.prod(self.vocoder.upsample_rates)}, "
-                             f"expected audio.hop_length = {self.audio.hop_length}")
-        if len(self.vocoder.upsample_rates) != len(self.vocoder.upsample_kernel_sizes):
-            raise ValueError("vocoder.upsample_kernel_sizes must have one entry per upsample rate")
-        return self
+from aiprod_tts.config import (  # noqa: F401 - re-exported (the configs were defined or imported here)
+    AcousticConfig,
+    AudioConfig,
+    FrontendConfig,
+    SynthesizerConfig,
+    VocoderConfig,
+)
+from aiprod_tts.frontend import TextFrontend, split_sentences
+from aiprod_tts.model import FastSpeech2
+from aiprod_tts.vocoder import HiFiGANGenerator
 
 
 class FastSpeech2HiFiGAN(PretrainedMixin, nn.Module):

@@ -16,20 +16,10 @@ from einops import rearrange
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
-from aiprod_core.config import StrictModel
 from aiprod_tts import fastconv
+from aiprod_tts.config import VocoderConfig  # noqa: F401 - re-exported (was defined here)
 
 LRELU = 0.1
-
-
-class VocoderConfig(StrictModel):
-    """HiFi-GAN generator hyper-parameters (defaults: V1)."""
-
-    upsample_initial_channel: int = 512
-    upsample_rates: tuple[int, ...] = (8, 8, 2, 2)  # product must equal the hop length (256)
-    upsample_kernel_sizes: tuple[int, ...] = (16, 16, 4, 4)
-    resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
-    resblock_dilations: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
 
 
 def _pad(kernel: int, dilation: int = 1) -> int:
