@@ -302,7 +302,8 @@ def known_config(spec: Any, cfg: dict[str, Any], registry: Any) -> bool:
 def component_facts(spec: Any, cfg: dict[str, Any], registry: Any, *, build: bool = True) -> dict[str, Any]:
     """``{"built", "numel", "shapes"}`` of a component config: remembered, else validated (and meta-built).
 
-    ``numel`` counts parameters and buffers, ``shapes`` maps state-dict keys to shapes; both are None when
+    ``numel`` counts parameters and buffers (the persistent ones when it comes from the family's ``shapes``
+    function), ``shapes`` maps state-dict keys to shapes; both are None when
     the component is not built (``build=False``, or a factory that is not a ``PretrainedMixin``). A miss
     raises what the validation or the constructor raises, and nothing is remembered.
     """
@@ -310,12 +311,15 @@ def component_facts(spec: Any, cfg: dict[str, Any], registry: Any, *, build: boo
     facts = _memo_read(key) if key is not None else None
     if facts is not None and (facts.get("built") or not build):
         return facts
-    shapes_fn = spec.load_shapes() if build and getattr(spec, "shapes", None) is not None else None
-    if shapes_fn is not None:  # the family computes its shapes from the config: no model code, no torch
+    shapes = None
+    if build and getattr(spec, "shapes", None) is not None:
+        # the family computes its shapes from the config: no model code, no torch (None: it cannot tell)
         from aiprod_core.config import validate
+
+        shapes = spec.load_shapes()(validate(spec.load_config_model(), cfg, source=f"{spec.kind} {spec.name!r}"))
+    if shapes is not None:
         from aiprod_core.shapes import numel
 
-        shapes = shapes_fn(validate(spec.load_config_model(), cfg, source=f"{spec.kind} {spec.name!r}"))
         facts = {"built": True, "numel": numel(shapes), "shapes": {k: list(v) for k, v in shapes.items()}}
     elif build:
         module = _meta_build(spec, cfg)

@@ -65,8 +65,9 @@ class ComponentSpec:
     distribution: str = ""
     #: optional torch-free ``shapes(config) -> {state-dict key: shape}`` (or its ``"module:attr"``), given the
     #: validated config: what the factory builds, without importing model code (``aiprod validate`` uses it
-    #: for parameter counts and to compare a weights folder's tensors; tests compare it with a meta build)
-    shapes: Callable[[Any], Mapping[str, tuple[int, ...]]] | str | None = None
+    #: for parameter counts and to compare a weights folder's tensors; tests compare it with a meta build).
+    #: It may return None for a config it cannot describe: that config is then built on the meta device
+    shapes: Callable[[Any], Mapping[str, tuple[int, ...]] | None] | str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "presets", _freeze(self.presets))
@@ -74,7 +75,7 @@ class ComponentSpec:
     def load_factory(self) -> Callable[..., Any]:
         return resolve(self.factory)
 
-    def load_shapes(self) -> Callable[[Any], Mapping[str, tuple[int, ...]]] | None:
+    def load_shapes(self) -> Callable[[Any], Mapping[str, tuple[int, ...]] | None] | None:
         return None if self.shapes is None else resolve(self.shapes)
 
     def load_config_model(self) -> type[BaseModel]:

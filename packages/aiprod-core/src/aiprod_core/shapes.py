@@ -66,16 +66,19 @@ def numel(shapes: Mapping[str, Iterable[int]]) -> int:
 
 def assert_shapes_match(shapes_fn: Any, factory: Any, config: Any) -> None:
     """Test helper: ``shapes_fn(config)`` equals the meta-device build's state dict, key for key, and its
-    total equals the parameters and buffers of the module (imports torch)."""
+    total equals the module's parameters and persistent buffers (imports torch)."""
     from aiprod_core.weights import meta_device
 
     with meta_device():
         module = factory(**config.model_dump())
     built = {k: tuple(t.shape) for k, t in module.state_dict().items()}
-    got = dict(shapes_fn(config))
+    got = shapes_fn(config)
+    assert got is not None, "the shapes function cannot describe this config"
+    got = dict(got)
     missing, extra = sorted(set(built) - set(got)), sorted(set(got) - set(built))
     assert not missing and not extra, f"missing {missing[:8]} ({len(missing)}), extra {extra[:8]} ({len(extra)})"
     wrong = {k: (got[k], built[k]) for k in built if tuple(got[k]) != built[k]}
     assert not wrong, f"wrong shapes (shapes fn, built): {dict(list(wrong.items())[:8])}"
-    total = sum(t.numel() for t in [*module.parameters(), *module.buffers()])
+    total = (sum(p.numel() for p in module.parameters())
+             + sum(b.numel() for name, b in module.named_buffers() if name in built))
     assert numel(got) == total, (numel(got), total)

@@ -3,7 +3,7 @@
 # Lazy (PEP 562): importing the package -- as the plugin registry does to locate its modules -- must not
 # import torch, so that ``aiprod --help`` and ``aiprod plugins`` start fast.
 _LAZY = {
-    "Gemma3LoraConfig": "aiprod_textenc.model",
+    "Gemma3LoraConfig": "aiprod_textenc.config",
     "Gemma3LoraTextEncoder": "aiprod_textenc.model",
 }
 

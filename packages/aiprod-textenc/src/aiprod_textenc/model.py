@@ -38,49 +38,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from pydantic import Field, field_validator
 from torch import nn
 
 from aiprod_core import store
-from aiprod_core.config import StrictModel
 from aiprod_core.errors import AiprodError
 from aiprod_core.weights import CONFIG, PretrainedMixin, load_state_dict
 from aiprod_textenc import base as B
-
-DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-class Gemma3LoraConfig(StrictModel):
-    """Every constructor argument of :class:`Gemma3LoraTextEncoder` (= its saved ``config.json``)."""
-
-    base_path: str | None = Field(None, description=f"local Gemma 3 folder: {B.REQUIRED}")
-    base_sha256: dict[str, str] | None = Field(
-        None, description="fingerprint of the base (file name -> sha256); filled in when built, checked when given")
-    base_config: dict[str, Any] | None = Field(
-        None, description="Gemma3TextConfig fields: the architecture without a folder (random base, meta count); "
-                          "with a folder, the shape fields it must match")
-    random_base: bool = Field(False, description="no folder: build the base with seeded random weights (tests)")
-    base_seed: int = Field(0, description="seed of the random base")
-    lora_rank: int = Field(32, ge=1)
-    lora_alpha: float = Field(32.0, gt=0, description="LoRA scale is alpha / rank")
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
-    lora_targets: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS),
-                                    description="Linear module names of Gemma 3 that get LoRA")
-    hidden_layers: list[int] | None = Field(None, description="hidden-state indices to mix (0 = embeddings, "
-                                                              "i = output of layer i); None = 1..N")
-    connector_layers: int = Field(2, ge=0, description="bidirectional transformer blocks at the base width")
-    connector_heads: int = Field(8, ge=1)
-    connector_mlp_ratio: float = Field(4.0, gt=0)
-    out_dim: int = Field(4096, ge=1, description="SHDT text width")
-    max_length: int = Field(512, ge=2, description="tokens per prompt (with <bos>); longer prompts are truncated")
-    add_bos: bool = True
-
-    @field_validator("lora_targets")
-    @classmethod
-    def _targets(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("needs at least one module name (e.g. q_proj)")
-        return v
+from aiprod_textenc.config import DEFAULT_TARGETS, Gemma3LoraConfig  # noqa: F401 - re-exported (was defined here)
 
 
 # -- projection head -----------------------------------------------------------------------

@@ -10,7 +10,8 @@ def aiprod_register_components():
     return [ComponentSpec(
         kind="text-encoder", name="gemma3-lora",
         factory="aiprod_textenc.model:Gemma3LoraTextEncoder",
-        config_model="aiprod_textenc.model:Gemma3LoraConfig",
+        config_model="aiprod_textenc.config:Gemma3LoraConfig",
+        shapes="aiprod_textenc.config:state_dict_shapes",
         presets=PRESETS,
         description="Gemma 3 (local folder, frozen) + LoRA + layer-mix connector to SHDT's text width",
         license="LoRA + projection: AIPROD proprietary; Gemma 3 base under its own licence",
