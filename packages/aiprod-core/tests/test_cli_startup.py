@@ -67,10 +67,34 @@ def _reverse_a_shape(st: Path) -> str:
     return name
 
 
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_a_first_validate_of_each_example_imports_no_torch(example, tmp_path):
+    """With an empty cache (nothing remembered: a fresh install, or the first run after a code change), each
+    component config is validated by its torch-free config module and its shapes come from the family's
+    ``shapes`` function: neither torch nor model code is imported."""
+    res = probe(["validate", example], cache=tmp_path / "cache")
+    assert res["runs"][0]["code"] == 0 and res["runs"][0]["err"] == [], res
+    allowed = {"numpy"} if "text_to_video" in example else set()  # its output check (aiprod_pipelines.media)
+    assert set(res["heavy"]) <= allowed, f"a first validate of {example} imported {res['heavy']}"
+
+
+def test_a_first_validate_still_refuses_weights_that_do_not_match_their_config(tmp_path):
+    weights = tmp_path / "upsampler"
+    weights.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(ROOT / "weights/tiny/upsampler" / name, weights / name)
+    tensor = _reverse_a_shape(weights / "model.safetensors")
+    res = probe(["validate", "examples/upsample.yaml", "--set", f"upsampler.weights={weights}"], cache=tmp_path / "c")
+    run = res["runs"][0]
+    assert run["code"] == 2 and len(run["err"]) == 1 and tensor in run["err"][0], run
+    assert "config and weights do not match" in run["err"][0], run
+    assert res["heavy"] == [], res
+
+
 def test_validate_of_the_examples_does_not_import_torch_and_still_refuses_bad_input(tmp_path):
-    """The first ``validate`` builds each component on meta (torch) and remembers what each config builds;
-    later ones check every example without torch, and still find a wrong tensor shape in a weights
-    folder and a missing input, each as one line and exit code 2."""
+    """A first ``validate`` remembers what each config builds; later ones check every example from that
+    record, without torch, and still find a wrong tensor shape in a weights folder and a missing input,
+    each as one line and exit code 2."""
     cache = tmp_path / "cache"
     first = probe(["validate", *EXAMPLES], cache=cache)
     assert first["runs"][0]["code"] == 0, first

@@ -41,3 +41,16 @@ def test_constants_follow_transformers_and_the_base_module():
     assert {k: getattr(defaults, k) for k in GEMMA3_SHAPE_DEFAULTS} == GEMMA3_SHAPE_DEFAULTS
     assert REQUIRED == base.REQUIRED
     assert model.Gemma3LoraConfig is Gemma3LoraConfig
+
+
+@pytest.mark.parametrize("change", [{"connector_heads": 3}, {"hidden_layers": [5]}])
+def test_refuses_what_the_constructor_refuses_with_its_message(change):
+    from aiprod_core.errors import AiprodError
+    from aiprod_core.weights import meta_device
+
+    cfg = Gemma3LoraConfig(**{**PRESETS["tiny"], **change})
+    with pytest.raises(AiprodError) as ours:
+        state_dict_shapes(cfg)
+    with meta_device(), pytest.raises(AiprodError) as built:
+        Gemma3LoraTextEncoder(**cfg.model_dump())
+    assert str(ours.value) == str(built.value)
