@@ -128,6 +128,11 @@ def test_mp4_folder_source(tmp_path):
     assert clip.shape == (3, 5, 32, 32) and clip.min() >= -1 and clip.max() <= 1
     means = clip.mean(dim=(0, 2, 3))
     assert torch.all(means[1:] > means[:-1])  # brightness ramps over time: frames come in order
+    # scale (1, 1): clips at the files' own pixels (a 32x32 crop of the 64x48 frames), not resized
+    native = Mp4FolderSource(tmp_path / "clips", frames=5, height=48, width=64, stride=2, scale=(1.0, 1.0))
+    frames = native._decode(native.usable[0], 0)  # [T, 3, H, W]
+    assert torch.equal(native.clip_from(native.usable[0], torch.Generator().manual_seed(0)),
+                       frames.permute(1, 0, 2, 3).clamp(-1, 1))
     with pytest.raises(Exception, match="frames a clip needs"):
         Mp4FolderSource(tmp_path / "clips", frames=40, height=32, width=32)
 
@@ -140,10 +145,15 @@ def test_bad_clip_geometry_is_a_config_error():
     with pytest.raises(ConfigError) as exc:
         validate_document(data, str(TINY))
     assert len(exc.value.lines()) == 2 and "data.frames" in exc.value.lines()[0]
+    data = yaml.safe_load(TINY.read_text())
+    data["data"]["scale"] = [0.8, 1.0]
+    with pytest.raises(ConfigError, match="data.scale"):
+        validate_document(data, str(TINY))
 
 
 def test_decoder_only_fine_tune_keeps_the_latent_space(tmp_path, monkeypatch):
-    """train_encoder: false — the encoder and latent statistics are untouched, the decoder improves."""
+    """train_encoder: false — the encoder and latent statistics are untouched, the decoder improves (on the pixel
+    MSE alone, as the demo's third stage, configs/train/tiny/hwvae_decoder_mse_demo.yaml)."""
     monkeypatch.setenv("AIPROD_CACHE_DIR", str(tmp_path / "cache"))
     base_cfg = tiny_config(tmp_path / "base", max_steps=20, checkpoint_every=20)
     fit(base_cfg)
@@ -151,6 +161,7 @@ def test_decoder_only_fine_tune_keeps_the_latent_space(tmp_path, monkeypatch):
     data = yaml.safe_load(TINY.read_text())
     data["model"] = {"name": "hwvae", "weights": str(base)}
     data["train_encoder"] = False
+    data["loss"].update(l1=0.0, l2=1.0, spectral=0.0, perceptual=0.0, kl=0.0)
     data["train"].update(output_dir=str(tmp_path / "ft"), max_steps=40, checkpoint_every=20)
     cfg = validate_document(data, str(TINY))[2]
     task = HWVAETask(cfg)
@@ -158,6 +169,9 @@ def test_decoder_only_fine_tune_keeps_the_latent_space(tmp_path, monkeypatch):
     before = trainer._evaluate()["eval/psnr"]
     after = trainer.fit()["eval/psnr"]
     assert after > before + 1.0, (before, after)
+    records = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert steps and all(r["loss"] == pytest.approx(r["l2"]) for r in steps)  # the MSE is the whole loss
     ckpt = torch.load(sorted((tmp_path / "ft" / "checkpoints").glob("step-*.pt"))[-1], weights_only=True)
     assert ckpt["modules"]["model"] and all(k.startswith("decoder.") for k in ckpt["modules"]["model"])
     old, new = load_component(base), load_component(tmp_path / "ft" / "final" / "model")

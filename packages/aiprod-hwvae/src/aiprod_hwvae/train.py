@@ -37,6 +37,15 @@ class DataConfig(StrictModel):
     photos: list[str] | None = Field(None, description="procedural: skimage.data photo names (None: all)")
     num_workers: int = Field(2, ge=0, description="mp4: DataLoader worker processes decoding ahead (0: in the loop)")
     prefetch: int = Field(2, ge=1, description="mp4: batches each worker prepares ahead")
+    scale: tuple[float, float] = Field((1.0, 1.25), description="mp4: each clip is resized to this random factor "
+                                       "(× the least that covers the crop) before cropping; (1, 1): native pixels")
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 1.0 <= v[0] <= v[1]:
+            raise ValueError("scale needs 1 <= low <= high (a clip is never shrunk below the crop)")
+        return v
 
     @field_validator("frames")
     @classmethod
@@ -60,14 +69,16 @@ class DataConfig(StrictModel):
                 raise ConfigError(["data.path: required when data.source is mp4"])
             # files by epochs without replacement, disjoint across ranks (aiprod_core.data), decoded by workers
             return data_mod.Mp4FolderSource(self.path, self.frames, self.height, self.width, self.stride, seed=seed,
-                                            num_workers=self.num_workers, prefetch=self.prefetch,
-                                            grad_accum=grad_accum)
+                                            scale=self.scale, num_workers=self.num_workers,
+                                            prefetch=self.prefetch, grad_accum=grad_accum)
         photos = tuple(self.photos) if self.photos else data_mod.PHOTOS
         return data_mod.ProceduralSource(self.frames, self.height, self.width, photos, self.num_clips, seed)
 
 
 class LossConfig(StrictModel):
     l1: float = Field(1.0, ge=0, description="weight of the pixel L1")
+    l2: float = Field(0.0, ge=0, description="weight of the pixel MSE (what PSNR measures; a decoder-only "
+                      "fine-tune for PSNR, as Stable Diffusion's ft-MSE decoder)")
     perceptual: float = Field(0.1, ge=0, description="weight of the VGG16 perceptual distance")
     vgg16_weights: str | None = Field(None, description="local VGG16 safetensors (features.<i>.*); None: disabled")
     perceptual_frames: int | None = Field(2, ge=1, description="random frames per clip fed to VGG16 (None: all)")
@@ -157,6 +168,10 @@ class HWVAETask(TrainTask):
             kl = out.posterior.kl()
             loss = cfg.l1 * l1 + cfg.kl * kl
             metrics = {"l1": l1.item(), "kl": kl.item()}
+            if cfg.l2 > 0:
+                l2 = (rec - video).square().mean()
+                loss = loss + cfg.l2 * l2
+                metrics["l2"] = l2.item()
             if self.perceptual is not None and self.perceptual.enabled:
                 self.perceptual.to(ctx.device)
                 p = self.perceptual(rec, video, torch.Generator().manual_seed(seed))
