@@ -95,3 +95,20 @@ def test_compile_option_compiles_every_block_and_keeps_the_state_dict():
     assert all(b._compiled_call_impl is not None for b in [*compiled.double_blocks, *compiled.single_blocks])
     assert plain.single_blocks[0]._compiled_call_impl is None
     assert plain.state_dict().keys() == compiled.state_dict().keys()
+
+
+def test_gelu_tanh_fast_path_equals_torch():
+    import torch.nn.functional as F
+
+    from aiprod_shdt.model import gelu_tanh
+
+    x = torch.cat([torch.linspace(-60, 60, 10_001), torch.randn(4096) * 3])
+    with torch.no_grad():
+        fast = gelu_tanh(x)
+    ref = F.gelu(x, approximate="tanh")
+    assert torch.allclose(fast, ref, atol=2e-6, rtol=1e-6), (fast - ref).abs().max()
+    assert torch.isfinite(fast).all()
+    y = x.clone().requires_grad_(True)  # with autograd: torch's op (differentiable, same values)
+    out = gelu_tanh(y)
+    out.sum().backward()
+    assert out.grad_fn is not None and torch.equal(out.detach(), ref)
