@@ -77,3 +77,11 @@ def test_corpus_heldout_split_has_unseen_sentences(tmp_path):
         for ln in lines:
             assert (root / split / "wavs" / f"{ln.split('|')[0]}.wav").stat().st_size > 1000
     assert not (root / "metadata.csv").exists()
+    only = make_corpus(tmp_path / "h", n=3, seed=3, short=True, heldout=2, heldout_only=True)
+    assert not (only / "train").exists()  # the same held-out sentences, ids and audio, without the train split
+    assert (only / "heldout" / "metadata.csv").read_text() == (root / "heldout" / "metadata.csv").read_text()
+    for ln in held:
+        uid = ln.split("|")[0]
+        assert (only / "heldout" / "wavs" / f"{uid}.wav").read_bytes() == (root / "heldout" / "wavs" / f"{uid}.wav").read_bytes()
+    with pytest.raises(AiprodError, match="heldout_only needs heldout"):
+        make_corpus(tmp_path / "x", n=3, heldout_only=True)

@@ -70,20 +70,25 @@ def _speak(exe: str, folder: Path, sentences: list[str], first: int, voice: str,
 
 
 def make_corpus(out_dir: str | Path, n: int = 16, seed: int = 0, voice: str = "en-us", rate: int = 175,
-                overwrite: bool = False, short: bool = False, heldout: int = 0) -> Path:
+                overwrite: bool = False, short: bool = False, heldout: int = 0, heldout_only: bool = False) -> Path:
     """Write ``n`` utterances to ``out_dir`` (metadata.csv + wavs/), atomically. Returns out_dir.
 
-    ``heldout > 0``: ``n`` utterances in ``out_dir/train`` and ``heldout`` more in ``out_dir/heldout``."""
+    ``heldout > 0``: ``n`` utterances in ``out_dir/train`` and ``heldout`` more in ``out_dir/heldout``;
+    ``heldout_only``: the held-out split alone (the same sentences and ids; evaluating a re-drawn set needs no
+    training split, and speaking it is 16x the work)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise AiprodError(f"{out_dir}: already exists; pass --overwrite to replace it")
     if heldout < 0:
         raise AiprodError(f"heldout must be >= 0, got {heldout}")
+    if heldout_only and not heldout:
+        raise AiprodError("heldout_only needs heldout > 0")
     exe = espeak_binary()
     sentences = make_sentences(n + heldout, seed, short)
     with atomic_dir(out_dir) as tmp:
         if heldout:
-            _speak(exe, tmp / "train", sentences[:n], 0, voice, rate)
+            if not heldout_only:
+                _speak(exe, tmp / "train", sentences[:n], 0, voice, rate)
             _speak(exe, tmp / "heldout", sentences[n:], n, voice, rate)
         else:
             _speak(exe, tmp, sentences, 0, voice, rate)
@@ -101,10 +106,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--short", action="store_true", help="short sentences (tests)")
     p.add_argument("--heldout", type=int, default=0, help="also write this many unseen sentences to OUT/heldout "
                    "(the n others go to OUT/train)")
+    p.add_argument("--heldout-only", action="store_true", help="write OUT/heldout alone (a re-drawn evaluation set)")
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
     try:
         print(make_corpus(a.out_dir, a.n, a.seed, a.voice, overwrite=a.overwrite, short=a.short,
-                          heldout=a.heldout))
+                          heldout=a.heldout, heldout_only=a.heldout_only))
     except AiprodError as err:
         raise SystemExit(f"make_tts_corpus: error: {err}") from None
