@@ -97,7 +97,10 @@ def _fft_conv(x: torch.Tensor, wf: torch.Tensor, bias: torch.Tensor | None, k: i
     torch.fft.rfft(blocks, dim=0, out=X)
     # one batched complex product over the frequencies; X must be contiguous: on a strided view torch's
     # complex matmul falls off its BLAS path (measured 50x slower on 2 threads)
-    y = torch.fft.irfft(torch.matmul(wf, X.view(Fq, C, d * nb)), n=n_fft, dim=0)  # [n_fft, Co, d * nb]
+    Y = torch.matmul(wf, X.view(Fq, C, d * nb))
+    del X, xp, blocks  # free the input spectrum before the inverse transform allocates (peak memory)
+    y = torch.fft.irfft(Y, n=n_fft, dim=0)  # [n_fft, Co, d * nb]
+    del Y
     out = x.new_empty(Co, nb, L, d, dtype=torch.float32)  # out[co, n, i, r] = output at d * (n * L + i) + r
     src = y[k - 1 :].view(L, Co, d, nb).permute(1, 3, 0, 2)
     if bias is None:
