@@ -18,6 +18,8 @@ rounding (tested):
   Which path a convolution takes is :func:`fft_size`'s choice (per channel count and kernel size,
   from the measurements in ``/work/notes/s4/tts-speed.md``); set ``FFT_MIN_KERNEL`` to ``math.inf`` to
   turn the FFT path off, or it and ``FFT_MIN_WORK`` to 0 to force it (tests).
+* the FFT path is for float32 on CPU (where it was measured); other devices and dtypes take the direct
+  convolution with the folded weight;
 * the leaky ReLU in front of each convolution is written straight into the convolution's padded input
   buffer (one pass instead of activation + pad).
 """
@@ -117,7 +119,7 @@ def conv1d(conv: nn.Conv1d, x: torch.Tensor, slope: float | None = None, inplace
     co, ci, k = w.shape
     d = conv.dilation[0]
     n_fft = fft_size(ci, k) if co == ci and conv.stride[0] == 1 and conv.groups == 1 and k % 2 == 1 \
-        and conv.padding[0] == (k - 1) * d // 2 and x.dtype == torch.float32 else None
+        and conv.padding[0] == (k - 1) * d // 2 and x.dtype == torch.float32 and x.device.type == "cpu" else None
     if n_fft is None or x.shape[-1] < 2:
         h = x if slope is None else F.leaky_relu_(x, slope) if inplace else F.leaky_relu(x, slope)
         return F.conv1d(h, w, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
