@@ -61,8 +61,21 @@ def test_hwvae_psnr(draw_seed, request, monkeypatch, tmp_path):
     assert r["clips"] == 32 and r["floor"]["pass"], r["floor"]
 
 
-def test_codec_si_sdr_at_6_kbps(speech_corpus, monkeypatch, tmp_path):
-    r = _eval(W / "audio_codec", speech_corpus, monkeypatch, tmp_path, kbps=6.0)
+@pytest.mark.parametrize("seed", [0, 101, 102, 103])
+def test_codec_si_sdr_at_6_kbps(seed, request, monkeypatch, tmp_path):
+    """SI-SDR >= 8 dB at 6 kbps on the held-out split of the corpus the codec was trained beside (seed 0) and on
+    three re-drawn ones (other sentences; none of their held-out sentences is in the codec's training data);
+    measured 8.69 / 8.57 / 8.68 / 8.34 dB (weights/tiny/README.md)."""
+    if seed == 0:
+        data = request.getfixturevalue("speech_corpus")
+    else:
+        pytest.importorskip("aiprod_tts")
+        if shutil.which("espeak-ng") is None:
+            pytest.skip("espeak-ng not installed")
+        from aiprod_tts.corpus import make_corpus
+
+        data = make_corpus(tmp_path / "tts_corpus", n=240, seed=seed, heldout=16)  # held-out: sentences 240-255
+    r = _eval(W / "audio_codec", data, monkeypatch, tmp_path, kbps=6.0)
     assert r["bitrate_kbps"] == 6.0 and r["files"] == 16 and r["floor"]["pass"], r["floor"]
 
 

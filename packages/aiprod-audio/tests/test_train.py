@@ -7,7 +7,15 @@ import pytest
 import torch
 import yaml
 
-from aiprod_audio.train import AudioCodecTask, AudioCodecTrainConfig, build_codec, evaluate_codec, train
+from aiprod_audio.metrics import si_sdr
+from aiprod_audio.train import (
+    AudioCodecTask,
+    AudioCodecTrainConfig,
+    build_codec,
+    evaluate_codec,
+    train,
+    voiced_si_sdr,
+)
 from aiprod_core.device import seed_everything
 from aiprod_core.weights import load_state_dict
 
@@ -23,11 +31,25 @@ def tiny_config(speech_dir, out, **train_overrides) -> AudioCodecTrainConfig:
 
 
 def test_shipped_configs_validate(tmp_path):
-    for path in (TINY, TINY.parents[1] / "audio_vae.yaml"):
+    for path in (TINY, TINY.parents[1] / "audio_vae.yaml", TINY.with_name("audio_codec_demo.yaml"),
+                 TINY.with_name("audio_codec_demo_ft.yaml")):
         data = yaml.safe_load(path.read_text())
         assert data.pop("recipe") == "audio-codec"
         assert path.read_text().startswith("# aiprod train ")
         AudioCodecTrainConfig.model_validate(data)
+
+
+def test_si_sdr_loss_skips_silent_items():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(3, 1, 2400, generator=g) * 0.1
+    ref[1] = 0  # a segment of digital silence
+    est = (ref + 0.05 * torch.randn(3, 1, 2400, generator=g)).requires_grad_()
+    loss = voiced_si_sdr(est, ref)
+    expected = si_sdr(est[[0, 2]], ref[[0, 2]]).mean()
+    assert torch.allclose(loss, expected) and float(expected) > 0
+    loss.backward()
+    assert torch.isfinite(est.grad).all() and est.grad[1].abs().max() == 0 and est.grad[0].abs().max() > 0
+    assert float(voiced_si_sdr(est[1:2], ref[1:2])) == 0.0  # all silent: no term
 
 
 def test_tiny_training_improves_si_sdr_without_collapse(speech_dir, tmp_path):

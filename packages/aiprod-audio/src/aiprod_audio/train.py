@@ -53,6 +53,8 @@ class LossWeights(StrictModel):
     waveform: float = Field(1.0, description="L1 on the waveform")
     mel: float = Field(15.0, description="multi-scale mel L1 (DAC's weight)")
     stft: float = Field(0.0, description="multi-resolution STFT (spectral convergence + log magnitude)")
+    si_sdr: float = Field(0.0, ge=0, description="negative SI-SDR in dB (the codec floor's metric) of each item "
+                          "whose segment is not silent")
     commitment: float = Field(0.25, description="encoder -> code commitment")
     codebook: float = Field(1.0, description="code -> encoder (codebook learning)")
     adversarial: float = Field(1.0, description="LSGAN generator loss")
@@ -117,6 +119,10 @@ class AudioCodecTask(TrainTask):
             "commitment": out.commitment_loss.item(),
             "codebook": out.codebook_loss.item(),
         }
+        if w.si_sdr > 0:
+            sdr = voiced_si_sdr(fake, wav)
+            loss = loss - w.si_sdr * sdr
+            metrics["si_sdr"] = sdr.item()
         if w.stft > 0:
             stft = self.stft(fake, wav)
             loss = loss + w.stft * stft
@@ -147,6 +153,15 @@ class AudioCodecTask(TrainTask):
 
     def evaluate(self, ctx: StepContext) -> dict[str, float]:
         return evaluate_codec(ctx.modules["codec"], self.eval_clips)  # through DDP / FSDP2
+
+
+def voiced_si_sdr(estimate: torch.Tensor, reference: torch.Tensor, min_power: float = 1e-6) -> torch.Tensor:
+    """Mean SI-SDR (dB, differentiable) over the items ``[B, 1, N]`` whose reference is not silent (mean square
+    above ``min_power``): a silent segment (espeak-ng pads with digital silence) has no SI-SDR, and its log
+    would blow up. 0 when every item is silent."""
+    voiced = reference.pow(2).mean(dim=-1).flatten() > min_power
+    sdr = si_sdr(estimate, reference).flatten()
+    return torch.where(voiced, sdr, torch.zeros_like(sdr)).sum() / voiced.sum().clamp_min(1)
 
 
 @torch.no_grad()
