@@ -78,7 +78,7 @@ wait $DECODER
 publish runs/demo/hwvae_decoder_mse/final/model hwvae
 wait $TTS && publish runs/demo/tts_lexicon/final/tts tts
 wait $CODEC && publish runs/demo/audio_codec/final/codec audio_codec
-# ... then fine-tuned (450 steps, the floor's metric -SI-SDR added to its losses) on four more espeak-ng draws of
+# ... then fine-tuned (450 steps, extended to 750; the floor's metric -SI-SDR added to its losses) on four more espeak-ng draws of
 # the corpus, from which every sentence of the held-out sets its floor is measured on (seeds 0, 101-103) is removed
 for s in 1 2 3 4; do
   [ -d data/codec_extra/s$s ] || python tools/make_tts_corpus.py data/codec_extra/s$s -n 240 --seed $s
@@ -94,7 +94,7 @@ for meta in Path("data/codec_extra").glob("s*/metadata.csv"):
             (meta.parent / "wavs" / f"{uid}.wav").unlink(missing_ok=True)
 EOF
 CODEC_FT=configs/train/tiny/audio_codec_demo_ft.yaml
-aiprod train $CODEC_FT > logs/codec_ft.log 2>&1
+( aiprod train $CODEC_FT --set train.max_steps=450 && aiprod train $CODEC_FT ) > logs/codec_ft.log 2>&1
 publish runs/demo/audio_codec_ft/final/codec audio_codec
 # the phoneme recogniser (the voice's intelligibility measure in aiprod eval): after the voice, as its targets
 # are the phones of the voice's frontend (CMUdict + weights/tiny/tts/g2p)
