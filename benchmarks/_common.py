@@ -115,6 +115,10 @@ def measure(fn: Callable[[], Any], device: torch.device) -> tuple[float, float, 
 
 
 def run_cases(cases: list[Case], device: torch.device, repeats: int, warmup: int = 1) -> list[dict[str, Any]]:
+    names = [c.name for c in cases]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:  # samples are kept per name: two cases of one name would be pooled into one row
+        raise ValueError(f"run_cases: case names must be distinct, repeated: {', '.join(dupes)}")
     for _ in range(warmup):
         for c in cases:
             c.fn()
