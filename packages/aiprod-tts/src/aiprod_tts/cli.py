@@ -16,18 +16,23 @@ def tts_group() -> None:
     """Text-to-speech (AIPROD-TTS: FastSpeech 2 + HiFi-GAN, 24 kHz)."""
 
 
-def default_voice() -> Path | None:
-    """The demo voice that ships with the repository: ``weights/tiny/tts`` of the checkout this package is
-    installed from (editable or source installs; ``AIPROD_TTS_VOICE`` names another folder). A wheel has no
-    repository beside it: then None, and ``--weights`` is needed."""
-    env = os.environ.get("AIPROD_TTS_VOICE")
+def shipped_weights(name: str, env_var: str) -> Path | None:
+    """``weights/tiny/<name>`` of the checkout this package is installed from (editable or source installs;
+    the environment variable ``env_var`` names another folder). A wheel has no repository beside it: None."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env)
     for parent in Path(__file__).resolve().parents:  # <repo>/packages/aiprod-tts/src/aiprod_tts/cli.py
-        cand = parent / "weights" / "tiny" / "tts"
+        cand = parent / "weights" / "tiny" / name
         if (cand / "config.json").is_file():
             return cand
     return None
+
+
+def default_voice() -> Path | None:
+    """The demo voice that ships with the repository (``AIPROD_TTS_VOICE`` names another folder); None in a
+    wheel install, where ``--weights`` is needed."""
+    return shipped_weights("tts", "AIPROD_TTS_VOICE")
 
 
 @tts_group.command("say")

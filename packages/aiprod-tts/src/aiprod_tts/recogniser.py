@@ -18,7 +18,6 @@ PER: ``aiprod tts per FOLDER DATA``; ``aiprod eval VOICE DATA`` reports it besid
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -206,17 +205,11 @@ class PhonemeRecogniser(PretrainedMixin, nn.Module):
 
 
 def default_recogniser() -> Path | None:
-    """The demo recogniser that ships with the repository: ``weights/tiny/phoneme_recogniser`` of the checkout
-    this package is installed from (found as the demo voice is; ``AIPROD_PHONEME_RECOGNISER`` names another
-    folder). None when there is none (a wheel install)."""
-    env = os.environ.get("AIPROD_PHONEME_RECOGNISER")
-    if env:
-        return Path(env)
-    for parent in Path(__file__).resolve().parents:  # <repo>/packages/aiprod-tts/src/aiprod_tts/recogniser.py
-        cand = parent / "weights" / "tiny" / "phoneme_recogniser"
-        if (cand / "config.json").is_file():
-            return cand
-    return None
+    """The demo recogniser that ships with the repository, found as the demo voice is
+    (``AIPROD_PHONEME_RECOGNISER`` names another folder); None in a wheel install."""
+    from aiprod_tts.cli import shipped_weights
+
+    return shipped_weights("phoneme_recogniser", "AIPROD_PHONEME_RECOGNISER")
 
 
 def evaluate_recogniser(folder: str | Path, data: str | Path, limit: int = 64, g2p_weights: str | Path | None = None,
