@@ -159,3 +159,33 @@ def test_latent_cache_feeds_the_shdt_recipe(corpus, tmp_path):
     assert torch.allclose(resize_video(video, 16).mean((-1, -2)), video.mean((-1, -2)), atol=1e-6)
     with pytest.raises(AiprodError, match="text-field nope"):
         cache_corpus(corpus / "train", tmp_path / "c2", vae, enc, text_fields=["nope"], progress=False)
+
+
+def _centroid(frame: np.ndarray, colour: str) -> tuple[float, float]:
+    ys, xs = np.nonzero(np.abs(frame.astype(float) - np.asarray(PALETTE[colour], float)).sum(-1) < 60)
+    return float(xs.mean()), float(ys.mean())
+
+
+def test_whole_photo_centred_paths_and_travel():
+    """The text-to-video corpus' settings: the same background for a photo in every clip, a path whose
+    midpoint is the frame's centre, the travel drawn in its range; the other draws of a clip do not change."""
+    clips = {}
+    for crop, path in (("random", "random"), ("whole", "centred")):
+        for i, direction in enumerate(("left", "down")):
+            clips[crop, direction] = render_clip("red", "square", direction, "chelsea", size=64, frames=9,
+                                                 rng=np.random.default_rng(i), background_crop=crop, path=path,
+                                                 travel=(0.5, 0.58))
+    left, down = clips["whole", "left"], clips["whole", "down"]
+    corner = (slice(0, 6), slice(0, 6))  # no path reaches the corners: background only
+    assert np.array_equal(left[0][corner], down[0][corner])
+    assert not np.array_equal(clips["random", "left"][0][corner], clips["random", "down"][0][corner])
+    for frames, axis, sign in ((left, 0, -1), (down, 1, 1)):
+        first, last = _centroid(frames[0], "red"), _centroid(frames[-1], "red")
+        mid = [(a + b) / 2 for a, b in zip(first, last)]
+        assert abs(mid[0] - 31.5) < 1.0 and abs(mid[1] - 31.5) < 1.0, mid
+        assert 0.5 * 64 - 1 <= sign * (last[axis] - first[axis]) <= 0.58 * 64 + 1
+    # the shape's size is drawn as before: only the crop and the path changed
+    area = lambda f: int((np.abs(f.astype(float) - np.asarray(PALETTE["red"], float)).sum(-1) < 60).sum())  # noqa: E731
+    assert abs(area(clips["random", "left"][4]) - area(left[4])) <= 0.1 * area(left[4])
+    with pytest.raises(ConfigError):
+        validate(CorpusConfig, {"travel": [0.5, 0.9]}, source="t")
