@@ -129,3 +129,23 @@ def test_v1_flops_estimate_matches_traced_forward_at_57600_tokens():
             out = model(x, torch.rand(1, dtype=torch.bfloat16), text, mask)
     assert out.shape == x.shape
     assert counter.get_total_flops() / 1e12 == pytest.approx(flops_estimate(model)["forward_TFLOP"], rel=0.01)
+
+
+@pytest.mark.parametrize("abs_pos_theta", [0.0, 16.0])
+def test_absolute_positions_tell_tokens_apart_in_a_uniform_input(abs_pos_theta):
+    """RoPE alone: the same content at every position gives the same output at every position (scores depend
+    on offsets, values are equal; with the empty prompt, as text keys carry no rotation and would otherwise
+    be seen differently from each position), so a flat input such as pure noise's mean cannot be placed;
+    abs_pos_theta adds what the token's (t, h, w) index is, with no parameters."""
+    model = randomized_tiny(abs_pos_theta=abs_pos_theta)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in randomized_tiny().parameters())
+    x, s, c, m = inputs(t=3, h=6, w=6)
+    m = torch.zeros_like(m)
+    flat = x[:, :, :1, :2, :2].repeat(1, 1, 3, 3, 3)  # one 2x2 patch everywhere
+    with torch.no_grad():
+        v = model(flat, s, c, m)
+    spread = float((v - v[:, :, :1, :2, :2].repeat(1, 1, 3, 3, 3)).abs().max())
+    if abs_pos_theta:
+        assert spread > 1e-2
+    else:
+        assert spread < 1e-4

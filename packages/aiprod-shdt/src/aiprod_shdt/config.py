@@ -22,6 +22,9 @@ class SHDTConfig(StrictModel):
     text_dim: int = Field(4096, ge=1, description="width of the text encoder embeddings")
     rope_axes_dim: tuple[int, int, int] = Field((16, 56, 56), description="head_dim split over (t, h, w)")
     rope_theta: float = Field(10_000.0, gt=0, description="RoPE base frequency")
+    abs_pos_theta: float = Field(0.0, ge=0, description="0: positions by RoPE only (the default). > 0: also add a "
+                                 "fixed sinusoid of each video token's (t, h, w) index, with this base, to the "
+                                 "token: an absolute position, no parameters (see SHDT.__init__)")
     guidance_embed: bool = Field(False, description="embed a guidance strength (guidance-distilled model)")
     timestep_scale: float = Field(1000.0, gt=0, description="sigma in [0,1] is scaled by this before the sinusoid")
     norm_eps: float = Field(1e-6, gt=0, description="epsilon of LayerNorm and QK RMSNorm")
