@@ -184,6 +184,27 @@ def test_eval_text_to_video_colour_hits(cli, tmp_path, video_corpus):
     blind = cli("eval", path, video_corpus, "--set", "denoiser.config.colour_blind=true", "--check")
     assert blind.exit_code == 1 and "colour_hit_rate" in blind.output and "FAIL" in blind.output
     assert not (tmp_path / "unused.mp4").exists()
+    assert "photo_hit_rate" not in r  # random crops: no one picture per photo word to compare with
+
+
+def test_eval_text_to_video_photo_hits(cli, tmp_path):
+    """On a whole-photo corpus the report adds the photo-hit rate: the ground truth reads 1.00, and a denoiser
+    whose clips show no photo (the dummy's flat grey) reads 1 / (number of photos) at most."""
+    photos = ["chelsea", "coffee", "moon", "brick"]
+    corpus = make_video_corpus(tmp_path / "whole", CorpusConfig(train_clips=1, heldout_clips=8, size=32, frames=5,
+                                                                heldout_per_colour=2, photos=photos,
+                                                                background_crop="whole", path="centred"))
+    cfg = {"pipeline": "text-to-video", "prompt": "unused", "output": str(tmp_path / "unused.mp4"), "width": 32,
+           "height": 32, "frames": 5, "steps": 3, "guidance_scale": 1.0,
+           "text_encoder": {"name": "dummy-text", "preset": "tiny"}, "denoiser": {"name": "dummy-dit", "preset": "tiny"},
+           "autoencoder": {"name": "dummy-ae", "preset": "tiny"}}
+    path = tmp_path / "t2v.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = json.loads(cli("eval", path, corpus, "--json").output)
+    assert r["reference_photo_hit_rate"] == 1.0 and r["clips"] == 8
+    shown = {json.loads(line)["photo"] for line in (corpus / "heldout" / "captions.jsonl").read_text().splitlines()}
+    assert len(shown) >= 2 and r["photo_hit_rate"] <= 1 - 1 / len(shown) + 1e-9
+    assert "photo_hit_rate" not in {c["metric"] for c in r["floor"]["checks"]}  # reported, no floor
 
 
 def test_eval_errors_are_one_line(cli, tmp_path, video_corpus):

@@ -195,6 +195,12 @@ def _background(photo: str, size: int, saturation: float, rng: np.random.Generat
     return (grey + saturation * (crop - grey)).astype(np.float32)
 
 
+def whole_background(photo: str, size: int, saturation: float = 0.25) -> np.ndarray:
+    """The background every clip of ``photo`` has in a ``background_crop: whole`` corpus, float32 ``[size, size, 3]``
+    in [0, 1] (``aiprod eval``'s photo judge compares a clip's temporal median with it)."""
+    return _background(photo, size, saturation, np.random.default_rng(0), "whole")
+
+
 def _coverage(shape: str, cy: float, cx: float, r: float, size: int, ss: int = 4) -> np.ndarray:
     """Antialiased coverage ``[size, size]`` in [0, 1] of a shape centred at (cy, cx), 4x supersampled."""
     from skimage.draw import disk, polygon
