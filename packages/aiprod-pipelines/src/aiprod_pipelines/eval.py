@@ -644,7 +644,7 @@ def eval_command(component, data, limit, kbps, frames, no_baseline, no_asr, reco
                        phoneme error rate (--recogniser)  floor <= 1.5 x the reference recordings';
                        pocketsphinx WER, printed beside the reference recordings' own
     text-to-video      on held-out captions: colour-hit rate >= 0.90, direction-hit rate >= 0.80,
-                       shape-hit rate >= 0.70
+                       shape-hit rate >= 0.70; on a whole-photo corpus also the photo-hit rate (no floor)
     """
     import os
 
