@@ -163,13 +163,19 @@ def test_eval_speech_word_error_rate_on_espeak(cli, tmp_path):
     assert r["asr_wer_reference"] < r["asr_wer"] - 0.1  # espeak-ng itself: about 0.8 on these three
 
 
-def test_eval_text_to_video_colour_hits(cli, tmp_path, video_corpus):
+def _dummy_t2v_yaml(tmp_path):
+    """A text-to-video YAML of the dummy components at 32x32x5 (its output path is never written)."""
     cfg = {"pipeline": "text-to-video", "prompt": "unused", "output": str(tmp_path / "unused.mp4"), "width": 32,
            "height": 32, "frames": 5, "steps": 3, "guidance_scale": 1.0,
            "text_encoder": {"name": "dummy-text", "preset": "tiny"}, "denoiser": {"name": "dummy-dit", "preset": "tiny"},
            "autoencoder": {"name": "dummy-ae", "preset": "tiny"}}
     path = tmp_path / "t2v.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_eval_text_to_video_colour_hits(cli, tmp_path, video_corpus):
+    path = _dummy_t2v_yaml(tmp_path)
     res = cli("eval", path, video_corpus, "--json")
     assert res.exit_code == 0, res.output
     r = json.loads(res.output)
@@ -194,12 +200,7 @@ def test_eval_text_to_video_photo_hits(cli, tmp_path):
     corpus = make_video_corpus(tmp_path / "whole", CorpusConfig(train_clips=1, heldout_clips=8, size=32, frames=5,
                                                                 heldout_per_colour=2, photos=photos,
                                                                 background_crop="whole", path="centred"))
-    cfg = {"pipeline": "text-to-video", "prompt": "unused", "output": str(tmp_path / "unused.mp4"), "width": 32,
-           "height": 32, "frames": 5, "steps": 3, "guidance_scale": 1.0,
-           "text_encoder": {"name": "dummy-text", "preset": "tiny"}, "denoiser": {"name": "dummy-dit", "preset": "tiny"},
-           "autoencoder": {"name": "dummy-ae", "preset": "tiny"}}
-    path = tmp_path / "t2v.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = _dummy_t2v_yaml(tmp_path)
     r = json.loads(cli("eval", path, corpus, "--json").output)
     assert r["reference_photo_hit_rate"] == 1.0 and r["clips"] == 8
     shown = {json.loads(line)["photo"] for line in (corpus / "heldout" / "captions.jsonl").read_text().splitlines()}
