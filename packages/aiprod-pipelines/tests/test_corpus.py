@@ -189,3 +189,23 @@ def test_whole_photo_centred_paths_and_travel():
     assert abs(area(clips["random", "left"][4]) - area(left[4])) <= 0.1 * area(left[4])
     with pytest.raises(ConfigError):
         validate(CorpusConfig, {"travel": [0.5, 0.9]}, source="t")
+
+
+def test_radius_sets_the_shape_size_and_bounds_the_travel():
+    """``radius`` scales the shape (area ~ radius squared) and the longest travel allowed shrinks with it, so
+    the path of the largest shape stays in the frame; the default draws the same clip as before."""
+    red = lambda f: int((np.abs(f.astype(float) - np.asarray(PALETTE["red"], float)).sum(-1) < 60).sum())  # noqa: E731
+    kw = dict(size=64, frames=5, background_crop="whole", path="centred")
+    small = render_clip("red", "circle", "left", "chelsea", rng=np.random.default_rng(0), **kw)
+    default = render_clip("red", "circle", "left", "chelsea", rng=np.random.default_rng(0), radius=(0.12, 0.16), **kw)
+    big = render_clip("red", "circle", "left", "chelsea", rng=np.random.default_rng(0), radius=(0.24, 0.32),
+                      travel=(0.1, 0.16), **kw)
+    assert np.array_equal(small, default)
+    assert 3.0 < red(big[2]) / red(small[2]) < 5.0, (red(big[2]), red(small[2]))
+    for frame in big:  # the whole shape in the frame: no red on the border
+        assert red(frame[[0, -1]]) == 0 and red(frame[:, [0, -1]]) == 0
+    validate(CorpusConfig, {"radius": [0.22, 0.25], "travel": [0.32, 0.35]}, source="t")
+    for bad in ({"radius": [0.22, 0.25]},  # the default travel (up to 0.45) would leave the frame
+                {"radius": [0.3, 0.2]}, {"radius": [0.0, 0.1]}):
+        with pytest.raises(ConfigError, match="radius|travel"):
+            validate(CorpusConfig, bad, source="t")

@@ -25,7 +25,9 @@ crops a random square of half to all of the photo's short side per clip; "whole"
 square every time, so "a photo of a cat" always means the same picture. ``path``: "random" (the default)
 draws the start and the lane so that the path stays in the frame; "centred" puts the path's midpoint at
 the frame's centre (size and travel are still drawn), so "moving left" always means starting right of the
-centre and ending left of it. The HW-VAE trains on the default corpus (the widest variety of textures);
+centre and ending left of it. ``radius`` (default 0.12-0.16 of the side) and ``travel`` (0.3-0.45) set the
+shape's size and how far it moves; the longest travel allowed is 1 - 2.6 x the largest radius, so that the
+whole path stays in the frame. The HW-VAE trains on the default corpus (the widest variety of textures);
 the demo text-to-video model on ``--background-crop whole --path centred`` (``data/t2v_corpus``): with
 random crops and paths the tiny denoiser learnt the colour words but placed and moved the shape at chance
 (direction 0.16-0.28, chance 0.25, after 6,000 steps), as the text then says little about where the shape
@@ -108,6 +110,9 @@ class CorpusConfig(StrictModel):
     background_crop: Literal["random", "whole"] = Field(
         "random", description="random: a random square crop (half to all of the short side) per clip; whole: "
                               "the photo's centred square, the same in every clip")
+    radius: tuple[float, float] = Field((0.12, 0.16), description="the shape's radius (circle; the square's and the "
+                                                                  "triangle's sizes follow), drawn in this range, "
+                                                                  "as a fraction of the frame side")
     travel: tuple[float, float] = Field((0.3, 0.45), description="how far the shape moves over the clip, drawn "
                                                                  "in this range, as a fraction of the frame side")
     path: Literal["random", "centred"] = Field(
@@ -136,9 +141,14 @@ class CorpusConfig(StrictModel):
             bad = [v for v in values if v not in known]
             if bad or not values or len(set(values)) != len(values):
                 raise ValueError(f"{field}: expected distinct names among {', '.join(known)}, got {values}")
+        r_lo, r_hi = self.radius
+        if not 0.02 <= r_lo <= r_hi <= 0.3:
+            raise ValueError(f"radius: expected 0.02 <= min <= max <= 0.3 of the side, got {list(self.radius)}")
         lo, hi = self.travel
-        if not 0 < lo <= hi <= 1 - 2 * 1.3 * 0.16:  # the whole path of the largest shape stays in the frame
-            raise ValueError(f"travel: expected 0 < min <= max <= 0.584 of the side, got {list(self.travel)}")
+        longest = 1 - 2 * 1.3 * r_hi  # the whole path of the largest shape (margin 1.3 r) stays in the frame
+        if not 0 < lo <= hi <= longest + 1e-9:
+            raise ValueError(f"travel: expected 0 < min <= max <= {longest:.3f} of the side (1 - 2.6 x the largest "
+                             f"radius), got {list(self.travel)}")
         if self.heldout_per_colour >= len(self.shapes) * len(self.directions):
             raise ValueError("heldout_per_colour must leave at least one (shape, direction) per colour for training")
         if self.heldout_clips and not self.heldout_per_colour:
@@ -225,10 +235,10 @@ def _coverage(shape: str, cy: float, cx: float, r: float, size: int, ss: int = 4
 def render_clip(colour: str, shape: str, direction: str, photo: str, *, size: int = 64, frames: int = 17,
                 rng: np.random.Generator, background_saturation: float = 0.25,
                 background_crop: str = "random", path: str = "random",
-                travel: tuple[float, float] = (0.3, 0.45)) -> np.ndarray:
+                travel: tuple[float, float] = (0.3, 0.45), radius: tuple[float, float] = (0.12, 0.16)) -> np.ndarray:
     """One clip, ``uint8 [frames, size, size, 3]``: the shape crosses ``travel * size`` pixels in ``direction``."""
     bg = _background(photo, size, background_saturation, rng, background_crop)
-    r = size * rng.uniform(0.12, 0.16)
+    r = size * rng.uniform(*radius)
     travel = size * rng.uniform(*travel)
     dx, dy = DIRECTIONS[direction]
     margin = 1.3 * r
@@ -286,7 +296,7 @@ def make_video_corpus(out_dir: str | Path, cfg: CorpusConfig | None = None, *, o
                 frames = render_clip(item["colour"], item["shape"], item["direction"], item["photo"], size=cfg.size,
                                      frames=cfg.frames, rng=rng, background_saturation=cfg.background_saturation,
                                      background_crop=cfg.background_crop, path=cfg.path,
-                                     travel=cfg.travel)
+                                     travel=cfg.travel, radius=cfg.radius)
                 write_mp4(folder / item["file"], frames, cfg.fps, crf=cfg.crf, threads=1)
                 lines.append(json.dumps({**item, "split": split, "frames": cfg.frames, "fps": cfg.fps,
                                          "width": cfg.size, "height": cfg.size}))
@@ -372,13 +382,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--path", choices=["random", "centred"], default="random",
                    help="random start and lane (default) or a path through the frame's centre")
     p.add_argument("--travel", default="0.3,0.45", help="MIN,MAX distance moved, fraction of the side (default 0.3,0.45)")
+    p.add_argument("--radius", default="0.12,0.16", help="MIN,MAX shape radius, fraction of the side (default 0.12,0.16)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     data: dict[str, Any] = {"train_clips": a.train, "heldout_clips": a.heldout, "size": a.size, "frames": a.frames,
                             "fps": a.fps, "seed": a.seed, "draw_seed": a.draw_seed, "crf": a.crf, "heldout_per_colour": a.heldout_per_colour,
                             "background_saturation": a.background_saturation, "background_crop": a.background_crop,
-                            "path": a.path, "travel": a.travel.split(",")}
+                            "path": a.path, "travel": a.travel.split(","), "radius": a.radius.split(",")}
     for name in ("colours", "shapes", "directions", "photos"):
         if getattr(a, name):
             data[name] = [s.strip() for s in getattr(a, name).split(",") if s.strip()]

@@ -315,8 +315,9 @@ class SHDT(PretrainedMixin, nn.Module):
         self.patch_size = patch_size
         self.rope_axes_dim = tuple(rope_axes_dim)
         self.rope_theta = rope_theta
-        # RoPE makes attention depend on offsets only: from pure noise (sigma = 1) a token cannot tell where it
-        # is, so the mean a text implies (an object that starts right and ends left) cannot be drawn there.
+        # RoPE makes video-video attention depend on offsets only: from pure noise (sigma = 1) a token can hardly
+        # tell where it is (only through its rotated query against the unrotated text keys), so the mean a text
+        # implies (an object that starts right and ends left) is hard to draw there.
         # Large models learn to place content anyway; the tiny demo model did not (direction of motion at
         # chance after 2,000 steps; 0.34 with this at 1,000). abs_pos_theta > 0 adds sin/cos of the token's
         # integer (t, h, w) index, the width split over the axes as the head is by rope_axes_dim.
