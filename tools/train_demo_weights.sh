@@ -78,15 +78,19 @@ SHDT_YAML=configs/train/tiny/shdt_demo.yaml  # three legs, each resuming the las
 leg() { aiprod train $SHDT_YAML --set train.max_steps=$1 --set flow.min_shift=1 \
         --set "curriculum=[{resolution: 64, frames: 17, steps: $1, batch_size: 16}]"; }
 ( leg 4000 && leg 8000 && aiprod train $SHDT_YAML ) > logs/shdt.log 2>&1
-# then fine-tuned on the larger shapes, in three legs too (4,000, 8,000, 12,000 steps)
+# then fine-tuned on the larger shapes, in four legs (4,000, 8,000, 12,000, 16,000 steps), and 2,000 steps more
+# from that result with the noise levels moved towards 1 (see the YAML)
 python tools/cache_latents.py data/t2v_shapes/train runs/demo/shdt_shapes_cache --quiet \
     --autoencoder runs/demo/hwvae/final/model --text-encoder weights/tiny/text_encoder --size 64 --aspect 1:1 \
     --text-field caption --text-field prompt
 SHAPES_YAML=configs/train/tiny/shdt_shapes_demo.yaml
 shapes_leg() { aiprod train $SHAPES_YAML --set train.max_steps=$1 \
                --set "curriculum=[{resolution: 64, frames: 17, steps: $1, batch_size: 16}]"; }
-( shapes_leg 4000 && shapes_leg 8000 && aiprod train $SHAPES_YAML ) > logs/shdt_shapes.log 2>&1
-publish runs/demo/shdt_shapes/final/model shdt
+( shapes_leg 4000 && shapes_leg 8000 && shapes_leg 12000 && aiprod train $SHAPES_YAML \
+  && aiprod train $SHAPES_YAML --set model.init_weights=runs/demo/shdt_shapes/final/model --set flow.min_shift=3 \
+       --set train.lr=3e-4 --set train.max_steps=2000 --set train.output_dir=runs/demo/shdt_shapes_hi \
+       --set "curriculum=[{resolution: 64, frames: 17, steps: 2000, batch_size: 16}]" ) > logs/shdt_shapes.log 2>&1
+publish runs/demo/shdt_shapes_hi/final/model shdt
 # the decoder again (third stage), for PSNR on fresh draws of the held-out clips: pixel MSE, 2,048 clips at
 # their native pixels. Its cosine was re-planned while it ran on a crowded CPU (each stop is a checkpoint,
 # each restart resumes it exactly, with the new schedule): 2,000 steps, 4,500, 3,000, 1,200, 1,600, 1,800, 1,650
