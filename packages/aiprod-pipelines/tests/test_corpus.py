@@ -16,6 +16,7 @@ from aiprod_pipelines.corpus import (
     DIRECTIONS,
     PALETTE,
     CorpusConfig,
+    _cli_args,
     caption,
     make_video_corpus,
     read_captions,
@@ -161,8 +162,13 @@ def test_latent_cache_feeds_the_shdt_recipe(corpus, tmp_path):
         cache_corpus(corpus / "train", tmp_path / "c2", vae, enc, text_fields=["nope"], progress=False)
 
 
+def _pixels(frame: np.ndarray, colour: str) -> np.ndarray:
+    """Where ``frame`` (uint8 ``[..., 3]``) shows the shape's colour."""
+    return np.abs(frame.astype(float) - np.asarray(PALETTE[colour], float)).sum(-1) < 60
+
+
 def _centroid(frame: np.ndarray, colour: str) -> tuple[float, float]:
-    ys, xs = np.nonzero(np.abs(frame.astype(float) - np.asarray(PALETTE[colour], float)).sum(-1) < 60)
+    ys, xs = np.nonzero(_pixels(frame, colour))
     return float(xs.mean()), float(ys.mean())
 
 
@@ -185,7 +191,7 @@ def test_whole_photo_centred_paths_and_travel():
         assert abs(mid[0] - 31.5) < 1.0 and abs(mid[1] - 31.5) < 1.0, mid
         assert 0.5 * 64 - 1 <= sign * (last[axis] - first[axis]) <= 0.58 * 64 + 1
     # the shape's size is drawn as before: only the crop and the path changed
-    area = lambda f: int((np.abs(f.astype(float) - np.asarray(PALETTE["red"], float)).sum(-1) < 60).sum())  # noqa: E731
+    area = lambda f: int(_pixels(f, "red").sum())  # noqa: E731
     assert abs(area(clips["random", "left"][4]) - area(left[4])) <= 0.1 * area(left[4])
     with pytest.raises(ConfigError):
         validate(CorpusConfig, {"travel": [0.5, 0.9]}, source="t")
@@ -194,7 +200,7 @@ def test_whole_photo_centred_paths_and_travel():
 def test_radius_sets_the_shape_size_and_bounds_the_travel():
     """``radius`` scales the shape (area ~ radius squared) and the longest travel allowed shrinks with it, so
     the path of the largest shape stays in the frame; the default draws the same clip as before."""
-    red = lambda f: int((np.abs(f.astype(float) - np.asarray(PALETTE["red"], float)).sum(-1) < 60).sum())  # noqa: E731
+    red = lambda f: int(_pixels(f, "red").sum())  # noqa: E731
     kw = dict(size=64, frames=5, background_crop="whole", path="centred")
     small = render_clip("red", "circle", "left", "chelsea", rng=np.random.default_rng(0), **kw)
     default = render_clip("red", "circle", "left", "chelsea", rng=np.random.default_rng(0), radius=(0.12, 0.16), **kw)
@@ -209,3 +215,6 @@ def test_radius_sets_the_shape_size_and_bounds_the_travel():
                 {"radius": [0.3, 0.2]}, {"radius": [0.0, 0.1]}):
         with pytest.raises(ConfigError, match="radius|travel"):
             validate(CorpusConfig, bad, source="t")
+    # corpus.json records a command that makes the same corpus
+    cfg = CorpusConfig(radius=(0.22, 0.25), travel=(0.32, 0.35))
+    assert _cli_args(cfg) == ["--travel", "0.32,0.35", "--radius", "0.22,0.25"]

@@ -350,8 +350,9 @@ def _cli_args(cfg: CorpusConfig) -> list[str]:
         args += ["--background-crop", cfg.background_crop]
     if cfg.path != default.path:
         args += ["--path", cfg.path]
-    if cfg.travel != default.travel:
-        args += ["--travel", ",".join(str(v) for v in cfg.travel)]
+    for name in ("travel", "radius"):  # MIN,MAX ranges
+        if getattr(cfg, name) != getattr(default, name):
+            args += [f"--{name}", ",".join(str(v) for v in getattr(cfg, name))]
     return args
 
 
