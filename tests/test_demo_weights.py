@@ -17,7 +17,7 @@ COMPONENTS = {
     "tts": ("speech-synthesizer", "fastspeech2-hifigan", "tts_demo.yaml"),
     "text_encoder": ("text-encoder", "gemma3-lora", "text_encoder_demo.yaml"),
     "upsampler": ("latent-upsampler", "latent-x2", "upsampler_demo.yaml"),
-    "shdt": ("video-denoiser", "shdt", "shdt_shapes_demo.yaml"),
+    "shdt": ("video-denoiser", "shdt", "shdt_head_demo.yaml"),
     "phoneme_recogniser": ("phoneme-recogniser", "ctc-conv", "phoneme_recogniser_demo.yaml"),
 }
 BUDGET = 40 * 1024 * 1024  # the end-to-end issue: <= 40 MB in all

@@ -90,7 +90,11 @@ shapes_leg() { aiprod train $SHAPES_YAML --set train.max_steps=$1 \
   && aiprod train $SHAPES_YAML --set model.init_weights=runs/demo/shdt_shapes/final/model --set flow.min_shift=3 \
        --set train.lr=3e-4 --set train.max_steps=2000 --set train.output_dir=runs/demo/shdt_shapes_hi \
        --set "curriculum=[{resolution: 64, frames: 17, steps: 2000, batch_size: 16}]" ) > logs/shdt_shapes.log 2>&1
-publish runs/demo/shdt_shapes_hi/final/model shdt
+# then a convolution head grown on that result: 4,000 steps, resumed to 8,000 (see the YAML)
+HEAD_YAML=configs/train/tiny/shdt_head_demo.yaml
+( aiprod train $HEAD_YAML --set train.max_steps=4000 --set "curriculum=[{resolution: 64, frames: 17, steps: 4000, batch_size: 16}]" \
+  && aiprod train $HEAD_YAML ) > logs/shdt_head.log 2>&1
+publish runs/demo/shdt_head/final/model shdt
 # the decoder again (third stage), for PSNR on fresh draws of the held-out clips: pixel MSE, 2,048 clips at
 # their native pixels. Its cosine was re-planned while it ran on a crowded CPU (each stop is a checkpoint,
 # each restart resumes it exactly, with the new schedule): 2,000 steps, 4,500, 3,000, 1,200, 1,600, 1,800, 1,650

@@ -13,7 +13,8 @@ from aiprod_shdt.parallel import apply_context_parallel
 
 # 3 heads over 2 ranks: one rank attends over 2 heads, the other over 1 (the v1 case of 30 heads on 4 or 8)
 CONFIG = dict(in_channels=16, patch_size=2, hidden_size=96, num_heads=3, depth_double=2, depth_single=2,
-              text_dim=32, rope_axes_dim=(8, 12, 12), abs_pos_theta=16.0)  # every position path, sharded
+              text_dim=32, rope_axes_dim=(8, 12, 12), abs_pos_theta=16.0,  # every position path, sharded
+              out_conv=8)  # and the convolution head after the gather
 
 
 def _inputs(b: int = 2, t: int = 2, hw: int = 8):

@@ -6,6 +6,8 @@
    a one-process initialisation).
 3. The tiny component in FOLDER loaded shard by shard (each rank reading only its rows): rank 0 writes
    the gathered full weights.
+4. The same with a convolution head added (``out_conv``, not in FOLDER): read FOLDER, draw the head (seed 0,
+   the tiny recipe's ``train.seed``), as ``SHDTTask.init_weights`` does: rank 0 writes the gathered weights.
 """
 
 import json
@@ -63,6 +65,12 @@ def main(out: Path, folder: Path) -> None:
     state = full_state(loaded)
     if rank == 0:
         save_file(state, str(out / "loaded_ws2.safetensors"))
+    grown = sharded({**PRESETS["tiny"], "out_conv": 8})
+    missing = load_shards_(grown, folder, missing_ok=("out_conv.",))
+    init_parameters_(grown, seed=0, names=set(missing))
+    state = full_state(grown)
+    if rank == 0:
+        save_file(state, str(out / "grown_ws2.safetensors"))
     dist.barrier()
     dist.destroy_process_group()
 

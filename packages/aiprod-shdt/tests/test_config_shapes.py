@@ -14,7 +14,8 @@ DEMO = Path(__file__).resolve().parents[3] / "weights" / "tiny" / "shdt" / "conf
 CASES = {**{f"preset-{k}": v for k, v in PRESETS.items()},
          "guidance-no-single": {"in_channels": 4, "patch_size": 1, "hidden_size": 24, "num_heads": 2, "depth_double": 1,
                                 "depth_single": 0, "mlp_ratio": 2.5, "text_dim": 8, "rope_axes_dim": (4, 4, 4),
-                                "guidance_embed": True}}
+                                "guidance_embed": True},
+         "out-conv": {**PRESETS["tiny"], "out_conv": 8}}
 if DEMO.exists():
     CASES["demo"] = {k: v for k, v in json.loads(DEMO.read_text()).items() if k != "_aiprod"}
 

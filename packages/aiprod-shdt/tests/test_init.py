@@ -18,9 +18,9 @@ from aiprod_shdt.model import SHDT, Modulation
 from aiprod_shdt.presets import PRESETS
 
 
-def _tiny_meta() -> SHDT:
+def _tiny_meta(**over) -> SHDT:
     with torch.device("meta"):
-        return SHDT(**PRESETS["tiny"])
+        return SHDT(**{**PRESETS["tiny"], **over})
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +79,30 @@ def test_sharded_load_equals_the_folder(run):
         assert torch.equal(single.state_dict()[k], v), k
 
 
-def test_init_rules_mirror_reset_parameters():
+@pytest.mark.slow
+def test_a_convolution_head_grown_on_a_folder_does_not_depend_on_the_world_size(run, tmp_path, tiny_config):
+    """torchrun x2 reads the folder and draws the head (init_worker.py, step 4) as the recipe does in one process."""
+    from aiprod_shdt.train import build_model
+
+    out, ref, _ = run
+    two = load_file(str(out / "grown_ws2.safetensors"))
+    cfg = tiny_config(tmp_path, model={"init_weights": str(out / "store" / "tiny"), "config": {"out_conv": 8}})
+    assert cfg.train.seed == 0  # init_worker.py draws the head with seed 0
+    one = build_model(cfg).state_dict()
+    assert two.keys() == one.keys() == {*ref.state_dict(), "out_conv.conv1.weight", "out_conv.conv1.bias",
+                                        "out_conv.conv2.weight", "out_conv.conv2.bias"}
+    for k in one:
+        assert torch.equal(one[k], two[k]), k
+    for k, v in ref.state_dict().items():
+        assert torch.equal(one[k], v), k
+    assert one["out_conv.conv1.weight"].abs().sum() > 0 and not one["out_conv.conv2.weight"].any()
+
+
+@pytest.mark.parametrize("over", [{}, {"out_conv": 8}])
+def test_init_rules_mirror_reset_parameters(over):
     torch.manual_seed(0)
-    ref = SHDT(**PRESETS["tiny"])  # reset_parameters
-    ours = materialize(_tiny_meta(), "cpu", seed=0)
+    ref = SHDT(**{**PRESETS["tiny"], **over})  # reset_parameters
+    ours = materialize(_tiny_meta(**over), "cpu", seed=0)
     for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
         kind, scale = init_rule(ours, name)
         assert bool((p == 0).all()) == bool((q == 0).all()), name

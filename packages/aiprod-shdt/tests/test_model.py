@@ -149,3 +149,34 @@ def test_absolute_positions_tell_tokens_apart_in_a_uniform_input(abs_pos_theta):
         assert spread > 1e-2
     else:
         assert spread < 1e-4
+
+
+def test_convolution_head_starts_as_the_identity_and_corrects_each_pixel_from_its_neighbours():
+    """``out_conv`` added to a trained model changes nothing until trained; then it adds a correction from the
+    velocity, the noisy latents and sigma around each latent pixel: 5x5 in the frame (two 3x3), one frame."""
+    from aiprod_shdt.model import OutConv
+
+    plain = randomized_tiny()
+    head = SHDT(**{**PRESETS["tiny"], "out_conv": 8})
+    missing, unexpected = head.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == ["out_conv.conv1.bias", "out_conv.conv1.weight",
+                                                  "out_conv.conv2.bias", "out_conv.conv2.weight"]
+    x, s, c, m = inputs()
+    with torch.no_grad():
+        assert torch.equal(head.eval()(x, s, c, m), plain(x, s, c, m))
+    head(x, s, c, m).square().mean().backward()
+    assert head.out_conv.conv2.weight.grad.abs().sum() > 0  # trainable from its zero start
+
+    torch.manual_seed(0)
+    conv = OutConv(16, 8)
+    torch.nn.init.normal_(conv.conv2.weight, std=0.1)
+    v, lat = torch.randn(1, 16, 3, 8, 8), torch.randn(1, 16, 3, 8, 8)
+    sigma = torch.tensor([0.5])
+    with torch.no_grad():
+        out = conv(v, lat, sigma)
+        for moved in (v, lat):
+            moved[0, :, 1, 0, 0] += 1.0
+            changed = (conv(v, lat, sigma) - out).abs().amax(dim=(0, 1)) > 0  # [T, H, W]
+            moved[0, :, 1, 0, 0] -= 1.0
+            assert changed[1, :3, :3].all() and changed.sum() == 9  # frame 1, rows and columns 0-2 only
+        assert not torch.allclose(conv(v, lat, torch.tensor([0.9])), out, atol=1e-4)

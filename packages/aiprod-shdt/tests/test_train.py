@@ -130,6 +130,37 @@ def test_bf16_folder_trains_in_fp32(tmp_path, tiny_config, mode):
     assert changed / total >= 0.95, changed / total
 
 
+def test_convolution_head_grown_on_trained_weights(tmp_path, tiny_config):
+    """``model.config: {out_conv: K}`` on top of ``init_weights``: the folder's weights read as they are, the head
+    drawn (its last convolution zero), so training starts from the trained model's loss, and the exported
+    model has the head. Other overrides of a folder's model, and a head LoRA would keep frozen, are refused."""
+    torch.manual_seed(0)
+    base = SHDT(**PRESETS["tiny"])
+    with torch.no_grad():
+        for p in base.parameters():
+            if p.dim() > 1 and p.abs().sum() == 0:
+                p.normal_(0, 0.05)
+    base.save_pretrained(tmp_path / "base")
+    model = {"preset": "tiny", "init_weights": str(tmp_path / "base"), "config": {"out_conv": 8}}
+    cfg = tiny_config(tmp_path, model=model, curriculum=[{"resolution": 32, "frames": 5, "steps": 20, "batch_size": 4}])
+    task = SHDTTask(cfg)
+    trainer = Trainer(cfg.train, task)
+    batch = task.eval_batch(torch.device("cpu"))
+    args = (batch["latents"], batch["sigma"], batch["text"], batch["text_mask"])
+    with torch.no_grad():
+        assert torch.equal(task.model.eval()(*args), base.eval()(*args))
+        before = task.evaluate(trainer.ctx)["loss"]
+    after = trainer.fit()["eval/loss"]
+    assert after < before
+    final = SHDT.from_pretrained(tmp_path / "run" / "final" / "model")
+    assert final.config.out_conv == 8 and final.out_conv.conv2.weight.abs().sum() > 0
+
+    with pytest.raises(ConfigError, match="hidden_size cannot change the model of init_weights"):
+        SHDTTask(tiny_config(tmp_path, model={**model, "config": {"hidden_size": 32}}))
+    with pytest.raises(ValueError, match="out_conv adds modules to init_weights that mode 'lora'"):
+        tiny_config(tmp_path, mode="lora", model=model)
+
+
 def test_merge_lora_math():
     a, b, w = torch.randn(2, 5), torch.randn(3, 2), torch.randn(3, 5)
     merged, adapters = merge_lora({"x.base_layer.weight": w, "x.base_layer.bias": torch.zeros(3),

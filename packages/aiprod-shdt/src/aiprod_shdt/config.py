@@ -30,6 +30,9 @@ class SHDTConfig(StrictModel):
     norm_eps: float = Field(1e-6, gt=0, description="epsilon of LayerNorm and QK RMSNorm")
     compile: bool = Field(False, description="torch.compile every transformer block (the first call compiles; "
                                             "for inference; a run-time choice, no weight changes)")
+    out_conv: int = Field(0, ge=0, description="0: none (the presets). > 0: channels of a residual convolution "
+                          "head over [velocity, noisy latents, sigma] after unpatchify; starts as the identity, so "
+                          "it may be added to trained weights (see SHDT's docstring)")
 
     @model_validator(mode="after")
     def _check(self) -> SHDTConfig:
@@ -68,4 +71,7 @@ def state_dict_shapes(cfg: SHDTConfig) -> Shapes:
         s.param(f"{b}.q_norm.weight", head_dim).param(f"{b}.k_norm.weight", head_dim)
         s.linear(f"{b}.linear2", d + hidden, d)
     s.linear("final.mod.lin", d, 2 * d).linear("final.linear", d, patch_dim)
+    if cfg.out_conv:
+        s.conv("out_conv.conv1", 2 * cfg.in_channels + 1, cfg.out_conv, (1, 3, 3))
+        s.conv("out_conv.conv2", cfg.out_conv, cfg.in_channels, (1, 3, 3))
     return s

@@ -5,7 +5,8 @@ host. Here a model built under ``torch.device("meta")`` is sharded (FSDP2, :mod:
 moved with ``to_empty`` so that each rank allocates its shards only, and then filled:
 
 - :func:`init_parameters_` — the random initialisation of :meth:`SHDT.reset_parameters` (Xavier-uniform
-  linears, zero biases, AdaLN-zero modulation and output, N(0, 0.02) timestep input; peft LoRA: Kaiming
+  linears and first head convolution, zero biases, AdaLN-zero modulation and output, zero last head
+  convolution, N(0, 0.02) timestep input; peft LoRA: Kaiming
   A, zero B), computed **row block by row block**: the values of rows ``[i, i + rows)`` of a parameter are
   drawn from a generator seeded with ``(seed, parameter name, i // rows)`` alone, so a rank generates just
   the blocks its shard touches and the weights are the same whatever the world size;
@@ -44,6 +45,11 @@ def init_rule(model: nn.Module, name: str) -> tuple[str, float]:
         return "zeros", 0.0
     if isinstance(module, nn.RMSNorm) or isinstance(module, nn.LayerNorm):
         return ("ones", 0.0) if leaf == "weight" else ("zeros", 0.0)
+    if isinstance(module, nn.Conv3d):  # the convolution head (OutConv.reset_parameters)
+        if leaf == "bias" or module_name.endswith("conv2"):
+            return "zeros", 0.0
+        field = math.prod(module.kernel_size)
+        return "uniform", math.sqrt(6.0 / ((module.in_channels + module.out_channels) * field))
     if not isinstance(module, nn.Linear):
         raise ValueError(f"no initialisation rule for parameter {name!r} ({type(module).__name__})")
     plain = module_name.replace(".base_layer", "")

@@ -12,6 +12,11 @@ Architecture, top to bottom (sizes in :mod:`aiprod_shdt.presets`):
 4. **Single-stream blocks** (Flux / HunyuanVideo): one concatenated sequence, parallel attention + MLP
    (ViT-22B https://arxiv.org/abs/2302.05442) with shared weights — cheaper per parameter.
 5. **Final layer**: AdaLN (shift, scale) + linear back to patches, **unpatchify**.
+6. Optional **convolution head** (``out_conv`` > 0 channels; off in the presets): two (1, 3, 3)
+   convolutions over [velocity, noisy latents, sigma] add a residual correction per latent pixel, across
+   patch borders (U-ViT https://arxiv.org/abs/2209.12152 adds a 3x3 convolution after its linear patch
+   decoder). Its last convolution starts at zero, so adding it to a trained model changes nothing until
+   it is trained.
 
 Every residual branch is gated by AdaLN-zero modulation from the conditioning vector; gates and
 the output projection start at zero so every block starts as the identity (DiT). Queries and keys
@@ -289,6 +294,26 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
+class OutConv(nn.Module):
+    """Residual head at latent-pixel resolution: ``conv(gelu(conv([v, latents, sigma])))``, (1, 3, 3) kernels
+    (per frame), the second one zero at init."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.conv1 = nn.Conv3d(2 * channels + 1, hidden, (1, 3, 3), padding=(0, 1, 1))
+        self.conv2 = nn.Conv3d(hidden, channels, (1, 3, 3), padding=(0, 1, 1))
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.conv1.weight)
+        for t in (self.conv1.bias, self.conv2.weight, self.conv2.bias):
+            nn.init.zeros_(t)
+
+    def forward(self, v: torch.Tensor, latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        b, _, t, h, w = v.shape
+        s = sigma.to(v.dtype).view(b, 1, 1, 1, 1).expand(b, 1, t, h, w)
+        return self.conv2(gelu_tanh(self.conv1(torch.cat([v, latents.to(v.dtype), s], dim=1))))
+
+
 # -- the model ------------------------------------------------------------------------------------------
 class SHDT(PretrainedMixin, nn.Module):
     """Video denoiser: ``forward(latents, sigma, text, text_mask, guidance=None) -> velocity``."""
@@ -308,7 +333,7 @@ class SHDT(PretrainedMixin, nn.Module):
                  depth_double: int = 20, depth_single: int = 38, mlp_ratio: float = 4.0, text_dim: int = 4096,
                  rope_axes_dim: tuple[int, int, int] = (16, 56, 56), rope_theta: float = 10_000.0,
                  abs_pos_theta: float = 0.0, guidance_embed: bool = False, timestep_scale: float = 1000.0, norm_eps: float = 1e-6,
-                 compile: bool = False):
+                 compile: bool = False, out_conv: int = 0):
         super().__init__()
         self.in_channels = in_channels
         self.text_dim = text_dim
@@ -334,6 +359,7 @@ class SHDT(PretrainedMixin, nn.Module):
         self.double_blocks = nn.ModuleList(DualStreamBlock(d, num_heads, mlp_ratio, norm_eps) for _ in range(depth_double))
         self.single_blocks = nn.ModuleList(SingleStreamBlock(d, num_heads, mlp_ratio, norm_eps) for _ in range(depth_single))
         self.final = FinalLayer(d, patch_dim, norm_eps)
+        self.out_conv = OutConv(in_channels, out_conv) if out_conv else None
         self.reset_parameters()
         if compile:  # per block: one graph per block type and shape, reused by every block of that type
             for block in [*self.double_blocks, *self.single_blocks]:
@@ -341,7 +367,8 @@ class SHDT(PretrainedMixin, nn.Module):
 
     # -- init ---------------------------------------------------------------------------------
     def reset_parameters(self) -> None:
-        """Xavier for linears, AdaLN-zero: every modulation and the output projection start at zero."""
+        """Xavier for linears, AdaLN-zero: every modulation, the output projection and the convolution head's
+        last convolution start at zero."""
         if next(self.parameters()).is_meta:
             return
         for m in self.modules():
@@ -355,6 +382,8 @@ class SHDT(PretrainedMixin, nn.Module):
         nn.init.normal_(self.time_in.in_layer.weight, std=0.02)
         nn.init.zeros_(self.final.linear.weight)
         nn.init.zeros_(self.final.linear.bias)
+        if self.out_conv is not None:
+            self.out_conv.reset_parameters()
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block's activations in backward (per block, non-reentrant)."""
@@ -458,4 +487,7 @@ class SHDT(PretrainedMixin, nn.Module):
             del mod.__dict__["_fused"]
         if cp is not None:
             out = cp.gather(out, dim=1)
-        return unpatchify(out, grid, p)
+        v = unpatchify(out, grid, p)
+        if self.out_conv is not None:  # whole latents on every rank (after the context-parallel gather)
+            v = v + self.out_conv(v, latents, sigma)
+        return v

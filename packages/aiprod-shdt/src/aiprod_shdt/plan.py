@@ -224,7 +224,7 @@ def _model_config(cfg) -> tuple[dict[str, Any], int]:
             data = json.loads(path.read_text())
             meta = data.pop("_aiprod", {})
             stored = 2 if str(meta.get("dtype", "float32")) in ("bfloat16", "float16") else 4
-            return data, stored
+            return {**data, **cfg.model.config}, stored  # the recipe's checks allow growing fields only
         return {**PRESETS[cfg.model.preset], **cfg.model.config}, 2  # a phase export, not written yet: bf16
     return {**PRESETS[cfg.model.preset], **cfg.model.config}, 4
 

@@ -137,6 +137,10 @@ class SHDTTrainConfig(StrictModel):
             problems.append(f"train.max_steps is {self.train.max_steps} but the curriculum stages sum to {total}")
         if self.mode == "lora" and self.model.init_weights is None:
             problems.append("mode 'lora' adapts a trained model: set model.init_weights to an SHDT component folder")
+        grown = [k for k in self.model.config if GROWABLE.get(k)] if self.model.init_weights else []
+        if self.mode == "lora" and grown:
+            problems.append(f"model.config: {', '.join(grown)} adds modules to init_weights that mode 'lora' would keep "
+                            "frozen at their start; use mode 'full'")
         problems += self._context_parallel_problems()
         if problems:
             raise ValueError("; ".join(problems))
@@ -166,13 +170,26 @@ class SHDTTrainConfig(StrictModel):
         return problems
 
 
+#: ``model.config`` fields that may be set on top of ``init_weights``, each with the parameter-name prefixes it
+#: adds: those start as the identity (drawn by :func:`init_parameters_`, the folder's weights read as they are)
+GROWABLE: dict[str, tuple[str, ...]] = {"out_conv": ("out_conv.",), "compile": ()}
+
+
 def model_config(cfg: SHDTTrainConfig) -> dict[str, Any]:
-    """SHDT constructor arguments: the init_weights folder's config.json, or the preset + overrides."""
+    """SHDT constructor arguments: the init_weights folder's config.json (+ :data:`GROWABLE` overrides), or the
+    preset + overrides."""
     if cfg.model.init_weights:
-        if cfg.model.config:
-            raise ConfigError([f"model.config: overrides do not apply to init_weights {cfg.model.init_weights}"])
-        return SHDT.load_config(cfg.model.init_weights).model_dump()
+        bad = sorted(set(cfg.model.config) - set(GROWABLE))
+        if bad:
+            raise ConfigError([f"model.config: {', '.join(bad)} cannot change the model of init_weights "
+                               f"{cfg.model.init_weights} (allowed on top of it: {', '.join(GROWABLE)})"])
+        return {**SHDT.load_config(cfg.model.init_weights).model_dump(), **cfg.model.config}
     return {**PRESETS[cfg.model.preset], **cfg.model.config}
+
+
+def grown_prefixes(cfg: SHDTTrainConfig) -> tuple[str, ...]:
+    """Parameter-name prefixes the ``model.config`` overrides add to ``init_weights``' model."""
+    return tuple(p for k in cfg.model.config for p in GROWABLE.get(k, ()))
 
 
 def _distributed() -> bool:
@@ -184,19 +201,28 @@ def _distributed() -> bool:
 def build_model(cfg: SHDTTrainConfig) -> SHDT:
     """Random init: on the meta device (no memory); the trainer shards it, then :meth:`SHDTTask.init_weights`
     fills each rank's rows. From ``init_weights``: the same under torchrun (each rank then reads its rows);
-    in one process the folder is loaded as it is (verified, its dtype kept)."""
+    in one process the folder is loaded as it is (verified, its dtype kept), and modules that ``model.config``
+    adds to it (:data:`GROWABLE`) are drawn as :meth:`SHDTTask.init_weights` draws them."""
     folder = cfg.model.init_weights
+    if folder and not _distributed() and not cfg.model.config:
+        return _with_lora(cfg, SHDT.from_pretrained(folder))
     if folder and not _distributed():
-        model_config(cfg)  # the overrides check
-        model = SHDT.from_pretrained(folder)
+        model = SHDT(**model_config(cfg))
+        missing = load_shards_(model, folder, missing_ok=grown_prefixes(cfg))
+        init_parameters_(model, cfg.train.seed, names=set(missing))
     else:
         with torch.device("meta"):
             model = SHDT(**model_config(cfg))
-        if folder:  # the frozen base of LoRA keeps the stored dtype (trainable weights become fp32 masters)
-            from aiprod_core.weights import read_config
+    if folder:  # the stored dtype is kept (LoRA's frozen base; trainable weights become fp32 masters)
+        from aiprod_core.weights import read_config
 
-            stored = str((read_config(folder).get("_aiprod") or {}).get("dtype", "float32"))
-            model.to(getattr(torch, stored, torch.float32))
+        stored = str((read_config(folder).get("_aiprod") or {}).get("dtype", "float32"))
+        model.to(getattr(torch, stored, torch.float32))
+    return _with_lora(cfg, model)
+
+
+def _with_lora(cfg: SHDTTrainConfig, model: SHDT) -> SHDT:
+    """``model`` with peft LoRA adapters, only they trainable, in mode ``lora``; ``model`` as it is otherwise."""
     if cfg.mode == "lora":
         from peft import LoraConfig, inject_adapter_in_model
 
@@ -254,7 +280,7 @@ class SHDTTask(TrainTask):
         """Each rank fills its own rows: read from ``init_weights`` (LoRA adapters drawn), or drawn from
         ``(train.seed, parameter name, row block)`` — the same model whatever the world size."""
         if self.cfg.model.init_weights:
-            missing = load_shards_(module, self.cfg.model.init_weights, missing_ok=("lora_",))
+            missing = load_shards_(module, self.cfg.model.init_weights, missing_ok=("lora_", *grown_prefixes(self.cfg)))
             init_parameters_(module, self.cfg.train.seed, names=set(missing))
         else:
             init_parameters_(module, self.cfg.train.seed)
