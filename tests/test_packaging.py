@@ -124,21 +124,32 @@ def test_readme_quantize_command_works_without_optional_extras(tmp_path, monkeyp
     config = __import__("json").loads((tmp_path / "out" / "config.json").read_text())
     assert config["_aiprod"]["quantization"]["backend"] == "torch-fp8"
 
-    def clip(folder):
-        model = SHDT.from_pretrained(folder)
-        g = torch.Generator().manual_seed(0)
-        text = torch.randn(1, 6, model.config.text_dim, generator=g)
-        with torch.no_grad():
-            latents = sample(model, text, torch.ones(1, 6, dtype=torch.bool), (model.config.in_channels, 2, 8, 8),
-                             steps=4, guidance_scale=3.0, seed=1, progress=False)
-        return model, latents
+    # what the README's pipeline feeds the denoiser: prompts through the demo text encoder, its clip size, steps
+    # and guidance. (A random text tensor, used before, is far from what the model was trained on: over 9 draws
+    # the FP8 sample error was 0.07-0.17 on the previous demo denoiser, 0.06-0.26 on this one; on these prompts
+    # 0.04-0.08 on both.)
+    from aiprod_core.weights import load_component
 
-    fp8, got = clip(tmp_path / "out")
-    _, ref = clip(ROOT / "weights" / "tiny" / "shdt")
+    encoder = load_component(ROOT / "weights" / "tiny" / "text_encoder")
+    prompts = ["a red circle moving left over a photo of a cat", "a blue square moving up over a photo of a cup of coffee",
+               "a yellow triangle moving right over a photo of an astronaut"]
+
+    def clips(folder):
+        model = SHDT.from_pretrained(folder)
+        out = []
+        with torch.no_grad():
+            for i, prompt in enumerate(prompts):
+                text, mask = encoder.encode([prompt])
+                out.append(sample(model, text, mask, (model.config.in_channels, 5, 8, 8), steps=8, guidance_scale=4.0,
+                                  seed=i, progress=False))
+        return model, out
+
+    fp8, got = clips(tmp_path / "out")
+    _, ref = clips(ROOT / "weights" / "tiny" / "shdt")
     assert any(isinstance(m, FP8Linear) for m in fp8.modules())
-    err = relative_l2(got, ref)
-    print(f"weights/tiny/shdt FP8 (torch-fp8) vs full precision: sample relative L2 {err:.4f}")
-    assert err <= 0.1
+    errs = [relative_l2(a, b) for a, b in zip(got, ref, strict=True)]
+    print("weights/tiny/shdt FP8 (torch-fp8) vs full precision, sample relative L2: " + ", ".join(f"{e:.4f}" for e in errs))
+    assert max(errs) <= 0.1
 
 
 def test_readme_links_stay_inside_the_repository():
