@@ -61,14 +61,20 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_config):
     assert not torch.equal(ref.ctx.raw["model"].final.linear.weight, torch.zeros(1))
 
 
-def test_lora_phase_trains_adapters_and_exports_merged(tmp_path, tiny_config):
+def _trained_base(folder: Path) -> SHDT:
+    """The tiny preset with its zero-initialised weights moved (as after training), saved to ``folder``."""
     torch.manual_seed(0)
     base = SHDT(**PRESETS["tiny"])
     with torch.no_grad():
         for p in base.parameters():
             if p.dim() > 1 and p.abs().sum() == 0:
                 p.normal_(0, 0.05)
-    base.save_pretrained(tmp_path / "base")
+    base.save_pretrained(folder)
+    return base
+
+
+def test_lora_phase_trains_adapters_and_exports_merged(tmp_path, tiny_config):
+    base = _trained_base(tmp_path / "base")
     cfg = tiny_config(tmp_path, mode="lora", model={"preset": "tiny", "init_weights": str(tmp_path / "base")},
                       lora={"rank": 4, "alpha": 8},
                       curriculum=[{"resolution": 32, "frames": 5, "steps": 30, "batch_size": 4}])
@@ -134,13 +140,7 @@ def test_convolution_head_grown_on_trained_weights(tmp_path, tiny_config):
     """``model.config: {out_conv: K}`` on top of ``init_weights``: the folder's weights read as they are, the head
     drawn (its last convolution zero), so training starts from the trained model's loss, and the exported
     model has the head. Other overrides of a folder's model, and a head LoRA would keep frozen, are refused."""
-    torch.manual_seed(0)
-    base = SHDT(**PRESETS["tiny"])
-    with torch.no_grad():
-        for p in base.parameters():
-            if p.dim() > 1 and p.abs().sum() == 0:
-                p.normal_(0, 0.05)
-    base.save_pretrained(tmp_path / "base")
+    base = _trained_base(tmp_path / "base")
     model = {"preset": "tiny", "init_weights": str(tmp_path / "base"), "config": {"out_conv": 8}}
     cfg = tiny_config(tmp_path, model=model, curriculum=[{"resolution": 32, "frames": 5, "steps": 20, "batch_size": 4}])
     task = SHDTTask(cfg)
