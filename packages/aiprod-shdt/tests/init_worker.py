@@ -8,6 +8,8 @@
    the gathered full weights.
 4. The same with a convolution head added (``out_conv``, not in FOLDER): read FOLDER, draw the head (seed 0,
    the tiny recipe's ``train.seed``), as ``SHDTTask.init_weights`` does: rank 0 writes the gathered weights.
+5. FOLDER read into a patch-4 model (``patch_size`` grown on top of it: patch embedding and output layer
+   converted, then cut to each rank's rows): rank 0 writes the gathered weights.
 """
 
 import json
@@ -21,7 +23,7 @@ from safetensors.torch import save_file
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import fully_shard
 
-from aiprod_shdt.init import init_parameters_, load_shards_
+from aiprod_shdt.init import init_parameters_, load_shards_, patch_converters
 from aiprod_shdt.model import SHDT
 from aiprod_shdt.parallelize import shard_model
 from aiprod_shdt.presets import PRESETS
@@ -71,6 +73,11 @@ def main(out: Path, folder: Path) -> None:
     state = full_state(grown)
     if rank == 0:
         save_file(state, str(out / "grown_ws2.safetensors"))
+    repatched = sharded({**PRESETS["tiny"], "patch_size": 4})
+    load_shards_(repatched, folder, convert=patch_converters(2, 4, PRESETS["tiny"]["in_channels"]))
+    state = full_state(repatched)
+    if rank == 0:
+        save_file(state, str(out / "repatched_ws2.safetensors"))
     dist.barrier()
     dist.destroy_process_group()
 

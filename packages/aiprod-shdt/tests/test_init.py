@@ -98,6 +98,24 @@ def test_a_convolution_head_grown_on_a_folder_does_not_depend_on_the_world_size(
     assert one["out_conv.conv1.weight"].abs().sum() > 0 and not one["out_conv.conv2.weight"].any()
 
 
+@pytest.mark.slow
+def test_a_patch_size_grown_on_a_folder_does_not_depend_on_the_world_size(run, tmp_path, tiny_config):
+    """torchrun x2 reads the folder into a patch-4 model (init_worker.py, step 5) as the recipe does in one
+    process; only the patch embedding and the output layer differ from the folder's."""
+    from aiprod_shdt.train import build_model
+
+    out, ref, _ = run
+    two = load_file(str(out / "repatched_ws2.safetensors"))
+    cfg = tiny_config(tmp_path, model={"init_weights": str(out / "store" / "tiny"), "config": {"patch_size": 4}})
+    one = build_model(cfg).state_dict()
+    assert two.keys() == one.keys() == ref.state_dict().keys()
+    for k in one:
+        assert torch.equal(one[k], two[k]), k
+    changed = {k for k, v in ref.state_dict().items() if v.shape != one[k].shape or not torch.equal(one[k], v)}
+    assert changed == {"video_in.weight", "final.linear.weight", "final.linear.bias"}
+    assert one["video_in.weight"].shape == (64, 16 * 4 * 4)
+
+
 @pytest.mark.parametrize("over", [{}, {"out_conv": 8}])
 def test_init_rules_mirror_reset_parameters(over):
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ from aiprod_core.pipeline import load_document
 from aiprod_core.training import Trainer
 from aiprod_shdt.model import SHDT
 from aiprod_shdt.presets import PRESETS
-from aiprod_shdt.train import SHDTTask, SHDTTrainConfig, merge_lora
+from aiprod_shdt.train import SHDTTask, SHDTTrainConfig, describe, merge_lora
 
 ROOT = Path(__file__).resolve().parents[3]
 TINY = ROOT / "configs" / "train" / "tiny" / "shdt.yaml"
@@ -157,7 +157,39 @@ def test_convolution_head_grown_on_trained_weights(tmp_path, tiny_config):
 
     with pytest.raises(ConfigError, match="hidden_size cannot change the model of init_weights"):
         SHDTTask(tiny_config(tmp_path, model={**model, "config": {"hidden_size": 32}}))
-    with pytest.raises(ValueError, match="out_conv adds modules to init_weights that mode 'lora'"):
+    with pytest.raises(ValueError, match="out_conv adds or reshapes modules of init_weights that mode 'lora'"):
+        tiny_config(tmp_path, mode="lora", model=model)
+
+
+def test_patch_size_grown_on_trained_weights(tmp_path, tiny_config):
+    """``model.config: {patch_size: 4}`` on a patch-2 ``init_weights``: the same token grid at twice the pixels.
+    The converted model on a latent upsampled x2 (nearest) computes the folder's model on the latent, upsampled;
+    it trains at 64 px where the folder's trained at 32, and exports with patch 4. A patch size that is not a
+    multiple of the folder's, and mode 'lora', are refused."""
+    base = _trained_base(tmp_path / "base").eval()
+    model = {"preset": "tiny", "init_weights": str(tmp_path / "base"), "config": {"patch_size": 4}}
+    cfg = tiny_config(tmp_path, model=model, curriculum=[{"resolution": 64, "frames": 5, "steps": 20, "batch_size": 4}])
+    task = SHDTTask(cfg)
+    assert task.model.patch_size == 4 and any("buckets 64x64 (8-8 tokens)" in line for line in describe(cfg))
+    torch.manual_seed(1)
+    x, sigma = torch.randn(2, 16, 2, 4, 4), torch.tensor([0.3, 0.9])
+    text, mask = torch.randn(2, 6, 32), torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    up = lambda z: z.repeat_interleave(2, -1).repeat_interleave(2, -2)  # noqa: E731
+    with torch.no_grad():
+        want, got = up(base(x, sigma, text, mask)), task.model.eval()(up(x), sigma, text, mask)
+    assert got.shape == (2, 16, 2, 8, 8) and torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+    trainer = Trainer(cfg.train, task)
+    with torch.no_grad():
+        before = task.evaluate(trainer.ctx)["loss"]
+    assert trainer.fit()["eval/loss"] < before
+    final = SHDT.from_pretrained(tmp_path / "run" / "final" / "model")
+    assert final.config.patch_size == 4 and final.video_in.weight.shape == (64, 16 * 4 * 4)
+
+    with pytest.raises(ConfigError, match=r"curriculum\[0\]: bucket 64x48 is not a multiple of 32 px"):
+        SHDTTask(tiny_config(tmp_path, model=model, curriculum=[{**cfg.curriculum[0].model_dump(), "aspect_ratios": ["4:3"]}]))
+    with pytest.raises(ConfigError, match="patch_size 3 must be a multiple of init_weights' patch_size 2"):
+        SHDTTask(tiny_config(tmp_path, model={**model, "config": {"patch_size": 3}}))
+    with pytest.raises(ValueError, match="patch_size adds or reshapes modules of init_weights that mode 'lora'"):
         tiny_config(tmp_path, mode="lora", model=model)
 
 

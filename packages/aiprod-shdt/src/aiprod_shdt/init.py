@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -119,11 +119,14 @@ def init_parameters_(model: nn.Module, seed: int, names: set[str] | None = None,
 
 
 @torch.no_grad()
-def load_shards_(model: nn.Module, folder: str | Path, verify: bool = True, missing_ok: tuple[str, ...] = ()) -> list[str]:
+def load_shards_(model: nn.Module, folder: str | Path, verify: bool = True, missing_ok: tuple[str, ...] = (),
+                 convert: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> list[str]:
     """Fill ``model``'s parameters from an SHDT component folder, reading only this rank's rows of each
     tensor. peft-wrapped layers read their ``base_layer`` from the plain names. Returns the names of
     parameters not in the folder; that is an error unless each contains one of ``missing_ok`` (e.g.
-    ``("lora_",)``: adapters that :func:`init_parameters_` then fills)."""
+    ``("lora_",)``: adapters that :func:`init_parameters_` then fills). ``convert`` maps a stored name to a
+    function of the whole stored tensor giving the model's (e.g. :func:`patch_converters`): those tensors are
+    read whole (they are the small patch embedding and output layer), converted, then cut to this rank's rows."""
     from safetensors import safe_open
 
     from aiprod_core import store
@@ -150,6 +153,8 @@ def load_shards_(model: nn.Module, folder: str | Path, verify: bool = True, miss
                 continue
             fh = handles.get(where[key]) or handles.setdefault(where[key], safe_open(str(where[key]), framework="pt"))
             sl = fh.get_slice(key)
+            if convert and key in convert:
+                sl = _Whole(convert[key](sl[:]))
             if tuple(sl.get_shape()) != tuple(p.shape):
                 raise AiprodError(f"{where[key]}: {key} has shape {tuple(sl.get_shape())}, the model expects {tuple(p.shape)}")
             local, start = _local(p)
@@ -163,6 +168,35 @@ def load_shards_(model: nn.Module, folder: str | Path, verify: bool = True, miss
     if bad:
         raise AiprodError(f"{folder}: {len(bad)} parameters are not in the weights (e.g. {bad[0]!r})")
     return missing
+
+
+class _Whole:
+    """A converted tensor behind the two calls :func:`load_shards_` makes on a safetensors slice."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+    def get_shape(self) -> list[int]:
+        return list(self.tensor.shape)
+
+    def __getitem__(self, index):
+        return self.tensor[index]
+
+
+def patch_converters(old_patch: int, new_patch: int, channels: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Stored tensors of a ``old_patch`` model → those of a ``new_patch = k * old_patch`` one (the rest of the
+    model is unchanged: same token grid on k x the latent's side). The new patch embedding reads the k x k
+    average of each latent pixel block with the old embedding, and the output layer repeats each of the old
+    output patch's pixels k x k: the new model on a latent upsampled k x (nearest) computes the old model on
+    the original latent, upsampled. A model trained at one resolution so starts at k x the pixels with the
+    same tokens (``model.config: {patch_size: ...}`` on top of ``init_weights``)."""
+    if new_patch % old_patch or new_patch < old_patch:
+        raise ValueError(f"patch_size {new_patch} is not a multiple of {old_patch}")
+    k = new_patch // old_patch
+    idx = torch.tensor([(c * old_patch + i // k) * old_patch + j // k
+                        for c in range(channels) for i in range(new_patch) for j in range(new_patch)])
+    return {"video_in.weight": lambda w: w[:, idx] / (k * k),
+            "final.linear.weight": lambda w: w[idx], "final.linear.bias": lambda b: b[idx]}
 
 
 def materialize(model: nn.Module, device: str | torch.device, seed: int = 0, dtype: torch.dtype | None = None,

@@ -37,7 +37,7 @@ from aiprod_core.errors import ConfigError
 from aiprod_core.training import StepContext, TrainConfig, Trainer, TrainTask, shared_generator
 from aiprod_shdt.data import CachedClips, Stage, SyntheticClips, bucket_sizes, parse_ratio, stage_at
 from aiprod_shdt.diffusion import FlowConfig, flow_loss, token_shift, training_sigmas
-from aiprod_shdt.init import init_parameters_, load_shards_
+from aiprod_shdt.init import init_parameters_, load_shards_, patch_converters
 from aiprod_shdt.model import SHDT
 from aiprod_shdt.parallel import apply_context_parallel, context_parallel_mesh, head_splits
 from aiprod_shdt.parallelize import apply_activation_checkpointing, shard_model
@@ -137,10 +137,10 @@ class SHDTTrainConfig(StrictModel):
             problems.append(f"train.max_steps is {self.train.max_steps} but the curriculum stages sum to {total}")
         if self.mode == "lora" and self.model.init_weights is None:
             problems.append("mode 'lora' adapts a trained model: set model.init_weights to an SHDT component folder")
-        grown = [k for k in self.model.config if GROWABLE.get(k)] if self.model.init_weights else []
+        grown = [k for k in self.model.config if GROWABLE.get(k) or k == "patch_size"] if self.model.init_weights else []
         if self.mode == "lora" and grown:
-            problems.append(f"model.config: {', '.join(grown)} adds modules to init_weights that mode 'lora' would keep "
-                            "frozen at their start; use mode 'full'")
+            problems.append(f"model.config: {', '.join(grown)} adds or reshapes modules of init_weights that mode 'lora' "
+                            "would keep frozen at their start; use mode 'full'")
         problems += self._context_parallel_problems()
         if problems:
             raise ValueError("; ".join(problems))
@@ -171,8 +171,10 @@ class SHDTTrainConfig(StrictModel):
 
 
 #: ``model.config`` fields that may be set on top of ``init_weights``, each with the parameter-name prefixes it
-#: adds: those start as the identity (drawn by :func:`init_parameters_`, the folder's weights read as they are)
-GROWABLE: dict[str, tuple[str, ...]] = {"out_conv": ("out_conv.",), "compile": ()}
+#: adds: those start as the identity (drawn by :func:`init_parameters_`, the folder's weights read as they are).
+#: ``patch_size`` (a multiple of the folder's) adds nothing: the patch embedding and output layer are converted
+#: on load (:func:`aiprod_shdt.init.patch_converters`), for training at k x the pixels with the same tokens.
+GROWABLE: dict[str, tuple[str, ...]] = {"out_conv": ("out_conv.",), "compile": (), "patch_size": ()}
 
 
 def model_config(cfg: SHDTTrainConfig) -> dict[str, Any]:
@@ -183,8 +185,21 @@ def model_config(cfg: SHDTTrainConfig) -> dict[str, Any]:
         if bad:
             raise ConfigError([f"model.config: {', '.join(bad)} cannot change the model of init_weights "
                                f"{cfg.model.init_weights} (allowed on top of it: {', '.join(GROWABLE)})"])
-        return {**SHDT.load_config(cfg.model.init_weights).model_dump(), **cfg.model.config}
+        stored = SHDT.load_config(cfg.model.init_weights).model_dump()
+        new = cfg.model.config.get("patch_size", stored["patch_size"])
+        if new % stored["patch_size"]:
+            raise ConfigError([f"model.config: patch_size {new} must be a multiple of init_weights' patch_size "
+                               f"{stored['patch_size']} ({cfg.model.init_weights})"])
+        return {**stored, **cfg.model.config}
     return {**PRESETS[cfg.model.preset], **cfg.model.config}
+
+
+def load_converters(cfg: SHDTTrainConfig) -> dict | None:
+    """:func:`load_shards_`'s ``convert`` for ``init_weights`` under ``model.config``'s patch size, if it changes."""
+    if not cfg.model.init_weights or "patch_size" not in cfg.model.config:
+        return None
+    stored = SHDT.load_config(cfg.model.init_weights)
+    return patch_converters(stored.patch_size, cfg.model.config["patch_size"], stored.in_channels)
 
 
 def grown_prefixes(cfg: SHDTTrainConfig) -> tuple[str, ...]:
@@ -208,7 +223,7 @@ def build_model(cfg: SHDTTrainConfig) -> SHDT:
         return _with_lora(cfg, SHDT.from_pretrained(folder))
     if folder and not _distributed():
         model = SHDT(**model_config(cfg))
-        missing = load_shards_(model, folder, missing_ok=grown_prefixes(cfg))
+        missing = load_shards_(model, folder, missing_ok=grown_prefixes(cfg), convert=load_converters(cfg))
         init_parameters_(model, cfg.train.seed, names=set(missing))
     else:
         with torch.device("meta"):
@@ -258,6 +273,12 @@ class SHDTTask(TrainTask):
     def __init__(self, cfg: SHDTTrainConfig):
         self.cfg = cfg
         self.model = build_model(cfg)  # on meta: filled by init_weights once sharded
+        pixel = 8 * self.model.patch_size  # autoencoder x8 x patch
+        bad = [f"curriculum[{i}]: bucket {w}x{h} is not a multiple of {pixel} px (autoencoder x8 x patch_size "
+               f"{self.model.patch_size})" for i, st in enumerate(cfg.curriculum)
+               for h, w in bucket_sizes(st.resolution, st.aspect_ratios or cfg.data.aspect_ratios) if h % pixel or w % pixel]
+        if bad:
+            raise ConfigError(bad)
         self.cp_group, self._cp_ready = None, cfg.train.context_parallel == 1
         if cfg.train.activation_checkpointing:
             apply_activation_checkpointing(self.model)
@@ -280,7 +301,8 @@ class SHDTTask(TrainTask):
         """Each rank fills its own rows: read from ``init_weights`` (LoRA adapters drawn), or drawn from
         ``(train.seed, parameter name, row block)`` — the same model whatever the world size."""
         if self.cfg.model.init_weights:
-            missing = load_shards_(module, self.cfg.model.init_weights, missing_ok=("lora_", *grown_prefixes(self.cfg)))
+            missing = load_shards_(module, self.cfg.model.init_weights, missing_ok=("lora_", *grown_prefixes(self.cfg)),
+                                   convert=load_converters(self.cfg))
             init_parameters_(module, self.cfg.train.seed, names=set(missing))
         else:
             init_parameters_(module, self.cfg.train.seed)
@@ -432,9 +454,10 @@ class SHDTTask(TrainTask):
 def describe(cfg: SHDTTrainConfig) -> list[str]:
     """One line per stage: buckets and token counts (printed at the start of a run)."""
     lines, start = [], 0
+    pixel = 8 * model_config(cfg)["patch_size"]  # autoencoder x8 x patch
     for i, s in enumerate(cfg.curriculum):
         sizes = bucket_sizes(s.resolution, s.aspect_ratios or cfg.data.aspect_ratios)
-        toks = [s.latent_frames * (h // 16) * (w // 16) for h, w in sizes]
+        toks = [s.latent_frames * (h // pixel) * (w // pixel) for h, w in sizes]
         lines.append(f"stage {i}: steps {start}-{start + s.steps}, {s.frames} frames, batch {s.batch_size}, "
                      f"buckets {', '.join(f'{w}x{h}' for h, w in sizes)} ({min(toks)}-{max(toks)} tokens)")
         start += s.steps
