@@ -77,7 +77,7 @@ def test_example_narrates_its_prompt_unless_narration_is_set(reg, tmp_path, repo
     example.update({k: {"name": v, "preset": "tiny"} for k, v in dummy.items()})
     path = tmp_path / "t2v.yaml"
     path.write_text(yaml.safe_dump(example))
-    small = ["width=32", "height=32", "frames=9", "steps=2"]
+    small = ["width=32", "height=32", "frames=9", "steps=2", "sampler=euler"]  # the dummy registry's one sampler
 
     def frames(*over):
         out = run_document(path, [f"output={tmp_path / 'clip.mp4'}", *small, *over], device="cpu", quiet=True,
