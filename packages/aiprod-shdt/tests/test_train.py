@@ -164,7 +164,7 @@ def test_convolution_head_grown_on_trained_weights(tmp_path, tiny_config):
 def test_patch_size_grown_on_trained_weights(tmp_path, tiny_config):
     """``model.config: {patch_size: 4}`` on a patch-2 ``init_weights``: the same token grid at twice the pixels.
     The converted model on a latent upsampled x2 (nearest) computes the folder's model on the latent, upsampled;
-    it trains at 64 px where the folder's trained at 32, and exports with patch 4. A patch size that is not a
+    it trains on 64-px clips with the 8 tokens a patch-2 model has on 32-px ones, and exports with patch 4. A patch size that is not a
     multiple of the folder's, and mode 'lora', are refused."""
     base = _trained_base(tmp_path / "base").eval()
     model = {"preset": "tiny", "init_weights": str(tmp_path / "base"), "config": {"patch_size": 4}}

@@ -35,7 +35,7 @@ from torch import nn
 from aiprod_core.config import StrictModel
 from aiprod_core.errors import ConfigError
 from aiprod_core.training import StepContext, TrainConfig, Trainer, TrainTask, shared_generator
-from aiprod_shdt.data import CachedClips, Stage, SyntheticClips, bucket_sizes, parse_ratio, stage_at
+from aiprod_shdt.data import SPATIAL, CachedClips, Stage, SyntheticClips, bucket_sizes, parse_ratio, stage_at
 from aiprod_shdt.diffusion import FlowConfig, flow_loss, token_shift, training_sigmas
 from aiprod_shdt.init import init_parameters_, load_shards_, patch_converters
 from aiprod_shdt.model import SHDT
@@ -202,6 +202,11 @@ def load_converters(cfg: SHDTTrainConfig) -> dict | None:
     return patch_converters(stored.patch_size, cfg.model.config["patch_size"], stored.in_channels)
 
 
+def token_pixels(cfg: SHDTTrainConfig) -> int:
+    """Pixels along one side of a token: the autoencoder's x8 times the model's patch size."""
+    return SPATIAL * model_config(cfg)["patch_size"]
+
+
 def grown_prefixes(cfg: SHDTTrainConfig) -> tuple[str, ...]:
     """Parameter-name prefixes the ``model.config`` overrides add to ``init_weights``' model."""
     return tuple(p for k in cfg.model.config for p in GROWABLE.get(k, ()))
@@ -273,9 +278,9 @@ class SHDTTask(TrainTask):
     def __init__(self, cfg: SHDTTrainConfig):
         self.cfg = cfg
         self.model = build_model(cfg)  # on meta: filled by init_weights once sharded
-        pixel = 8 * self.model.patch_size  # autoencoder x8 x patch
-        bad = [f"curriculum[{i}]: bucket {w}x{h} is not a multiple of {pixel} px (autoencoder x8 x patch_size "
-               f"{self.model.patch_size})" for i, st in enumerate(cfg.curriculum)
+        pixel = token_pixels(cfg)
+        bad = [f"curriculum[{i}]: bucket {w}x{h} is not a multiple of {pixel} px (autoencoder x{SPATIAL} x patch_size "
+               f"{pixel // SPATIAL})" for i, st in enumerate(cfg.curriculum)
                for h, w in bucket_sizes(st.resolution, st.aspect_ratios or cfg.data.aspect_ratios) if h % pixel or w % pixel]
         if bad:
             raise ConfigError(bad)
@@ -454,7 +459,7 @@ class SHDTTask(TrainTask):
 def describe(cfg: SHDTTrainConfig) -> list[str]:
     """One line per stage: buckets and token counts (printed at the start of a run)."""
     lines, start = [], 0
-    pixel = 8 * model_config(cfg)["patch_size"]  # autoencoder x8 x patch
+    pixel = token_pixels(cfg)
     for i, s in enumerate(cfg.curriculum):
         sizes = bucket_sizes(s.resolution, s.aspect_ratios or cfg.data.aspect_ratios)
         toks = [s.latent_frames * (h // pixel) * (w // pixel) for h, w in sizes]
