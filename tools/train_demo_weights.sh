@@ -43,12 +43,9 @@ publish() {  # publish RUN_FOLDER NAME: the verified component folder becomes we
   rm -rf "weights/tiny/$2" && mv "weights/tiny/$2.tmp" "weights/tiny/$2"
 }
 
-# 2. the autoencoder and the codec (the codec's schedule was extended twice, as its SI-SDR kept rising:
-#    2,000 steps of a 3,000-step cosine, 3,500 of 6,000, then on to 10,000)
+# 2. the autoencoder and the codec (one 10,000-step cosine)
 CODEC_YAML=configs/train/tiny/audio_codec_demo.yaml
-( aiprod train $CODEC_YAML --set train.max_steps=3000 --set train.stop_at=2000 \
-  && aiprod train $CODEC_YAML --set train.max_steps=6000 --set train.stop_at=3500 \
-  && aiprod train $CODEC_YAML ) > logs/codec.log 2>&1 &
+aiprod train $CODEC_YAML > logs/codec.log 2>&1 &
 CODEC=$!
 aiprod train configs/train/tiny/hwvae_demo.yaml > logs/hwvae.log 2>&1
 
