@@ -8,9 +8,10 @@ Comparable sizes: EnCodec 24 kHz as published (~15M) and widened to ~50M (num_fi
 24 kHz with EnCodec's strides (2, 4, 5, 8) and widths chosen for ~50M, all at 8 codebooks x 1024
 (6 kbps) and 75 Hz. Ours runs under ``torch.inference_mode`` (cached weight-norm kernels, in-place
 Snake, padding inside the convolution); ``plain path`` is the same v1 model through the training-time
-ops (what inference cost before issue 21). ``--variants`` adds depthwise-residual architectures at
-~50M (random weights: they need retraining). ``--bf16`` adds our v1 in bfloat16 (slow on CPUs without
-native bf16), ``--compile`` our v1 under ``torch.compile``. Medians, peak memory and ``ours / peer``
+ops; ``layout before`` is v1 (with ``--demo``, the demo codec) as it was before issue 21: three dilated
+k=7 residual units per block instead of one k=3 unit (random weights). ``--variants`` adds depthwise-residual
+variants of v1 (random weights: they would need training). ``--bf16`` adds our v1 in bfloat16 (slow on CPUs
+without native bf16), ``--compile`` our v1 under ``torch.compile``. Medians, peak memory and ``ours / peer``
 per row (see ``_common.py``).
 """
 
@@ -24,6 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import Case, add_common_args, header, report, run_cases, setup  # noqa: E402
+
+# The layouts before issue 21 (three dilated k=7 residual units per block, as DAC): v1 and the demo codec.
+V1_BEFORE = {"encoder_dim": 48, "decoder_dim": 1088, "latent_dim": 512, "lstm_layers": 2, "num_codebooks": 8,
+             "codebook_size": 1024, "codebook_dim": 8, "dilations": [1, 3, 9], "kernel_size": 7}
+DEMO_BEFORE = {"dilations": [1, 3, 9], "kernel_size": 7, "decoder_dim": 96}
 
 
 def count(m: torch.nn.Module) -> int:
@@ -66,9 +72,7 @@ def build_cases(args, device, wav) -> list[Case]:
         dcfg = demo.config.model_dump()
         add_ours("aiprod demo codec (trained)", demo, group="demo", first=True)
         add_ours("aiprod demo codec, plain path", demo, plain=True, group="demo")
-        for label, over in (("dw", {"depthwise_residual": True}), ("dw, dec 128", {"depthwise_residual": True,
-                                                                                 "decoder_dim": 128})):
-            add_ours(f"aiprod demo config {label} (random)", ours({**dcfg, **over}, device), group="demo")
+        add_ours("aiprod demo layout before (3 units/block, k 7)", ours({**dcfg, **DEMO_BEFORE}, device), group="demo")
         hop = list(reversed(dcfg["strides"]))  # EnCodec lists its ratios decoder-first
         enc = EncodecModel(EncodecConfig(num_filters=16, hidden_size=64, num_lstm_layers=dcfg["lstm_layers"],
                                          upsampling_ratios=hop, codebook_dim=64, target_bandwidths=[6.0]))
@@ -85,11 +89,12 @@ def build_cases(args, device, wav) -> list[Case]:
 
     m = ours(v1, device)
     add_ours("aiprod nac-rvq v1", m)
-    add_ours("aiprod nac-rvq v1, plain path (before)", m, plain=True)
+    add_ours("aiprod nac-rvq v1, plain path", m, plain=True)
+    add_ours("aiprod nac-rvq v1 layout before (3 units/block, k 7)", ours(V1_BEFORE, device))
     if args.variants:
-        for label, over in (("dw, enc 64", {"depthwise_residual": True, "encoder_dim": 64}),
-                            ("dw, dec 1536", {"depthwise_residual": True, "decoder_dim": 1536})):
-            add_ours(f"aiprod nac-rvq {label} (random)", ours({**v1, **over}, device))
+        for label, over in (("dw", {"depthwise_residual": True}), ("dw, dec 1536", {"depthwise_residual": True,
+                                                                                   "decoder_dim": 1536})):
+            add_ours(f"aiprod nac-rvq v1 {label}", ours({**v1, **over}, device))
     if args.bf16:
         add_ours("aiprod nac-rvq v1 bf16", ours(v1, device, torch.bfloat16), torch.bfloat16)
     if args.compile:
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--variants", action="store_true", help="add depthwise-residual variants (random weights)")
+    ap.add_argument("--variants", action="store_true", help="add depthwise-residual variants of v1 (random weights)")
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--no-dac", action="store_true")

@@ -4,7 +4,11 @@
   (750 Hz frames, 60 kbps) and two blocks instead of four, so that a few hundred CPU steps reach a
   positive SI-SDR (with the 320-sample hop a model this small only learns after thousands of steps).
 - ``v1``: AIPROD Audio-VAE v1, ~50M parameters (model card), DAC-like widths with EnCodec's
-  strides and LSTM bottleneck.
+  strides and LSTM bottleneck, and EnCodec's one residual unit per block (kernel 3) instead of DAC's three
+  dilated k=7 units: about half the multiply-adds at the high-rate stages, where the time goes, for the
+  speed of EnCodec at its size (issue 21, ``benchmarks/audio_codec.py``); the parameters the units gave up
+  sit in a wider latent (960) at the 75 Hz bottleneck. The demo codec (``weights/tiny/audio_codec``) has the
+  same layout and keeps its quality floor with it.
 """
 
 PRESETS: dict[str, dict] = {
@@ -21,8 +25,10 @@ PRESETS: dict[str, dict] = {
     "v1": {
         "encoder_dim": 48,
         "decoder_dim": 1088,
-        "latent_dim": 512,
+        "latent_dim": 960,
         "lstm_layers": 2,
+        "dilations": [1],
+        "kernel_size": 3,
         "num_codebooks": 8,
         "codebook_size": 1024,
         "codebook_dim": 8,
