@@ -5,8 +5,9 @@
   positive SI-SDR (with the 320-sample hop a model this small only learns after thousands of steps).
 - ``v1``: AIPROD Audio-VAE v1, ~50M parameters (model card), DAC-like widths with EnCodec's
   strides and LSTM bottleneck, and EnCodec's one residual unit per block (kernel 3) instead of DAC's three
-  dilated k=7 units: about half the multiply-adds at the high-rate stages, where the time goes, for the
-  speed of EnCodec at its size (issue 21, ``benchmarks/audio_codec.py``); the parameters the units gave up
+  dilated k=7 units: a sixth of the residual units' multiply-adds (4 C^2 instead of 24 C^2 per sample), which
+  is where the time goes at the 24 and 12 kHz stages, for the speed of EnCodec at its size (issue 21,
+  ``benchmarks/audio_codec.py``: 0.45x the time of the old layout); the parameters the units gave up
   sit in a wider latent (960) at the 75 Hz bottleneck. The demo codec (``weights/tiny/audio_codec``) has the
   same layout and keeps its quality floor with it.
 """
