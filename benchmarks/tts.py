@@ -15,8 +15,10 @@ RTF = seconds of compute / seconds of audio (below 1 is faster than real time; `
 * ``first``: time to the first audio out of ``synthesize_stream`` on a text whose first sentence is long:
   the pipeline's settings (``first_chunk_seconds=0.1``, ``first_clause_words=12``, ``*``), growing chunks
   only, whole first sentence, and whole first sentence on the plain path (before);
-* ``vocoder``: the vocoders alone on the mel of one sentence: ours (``*``), ours on the plain path, and
-  SpeechT5HifiGan at the same configuration.
+* ``vocoder``: the vocoders alone on the mel of one sentence: ours (``*``), ours on the plain path, ours in
+  the layout before issue 21's iSTFT head (``--before``: v1's HiFi-GAN V1, or the demo voice's 8·8·4
+  generator; random weights), and transformers' SpeechT5HifiGan in that HiFi-GAN layout (the peer; at
+  ours' own configuration when it has no iSTFT head).
 Medians, peak memory and ``ours / this`` (see ``_common.py``).
 """
 
@@ -32,6 +34,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import Case, add_common_args, header, report, run_cases, setup  # noqa: E402
+
+# the vocoder layouts before the iSTFT head (issue 21): HiFi-GAN V1 (v1 preset), the demo voice's 8*8*4 generator
+BEFORE = {"v1": {},
+          "demo": {"upsample_initial_channel": 64, "upsample_rates": (8, 8, 4), "upsample_kernel_sizes": (16, 16, 8),
+                   "resblock_kernel_sizes": (3, 7), "resblock_dilations": ((1, 3), (1, 3))}}
 
 SENTENCES = [  # the first one long (21 words, ~8 s): what the first-audio rows wait for
     "On the second of May, at half past ten, the doctor paid three dollars for three apples and a loaf of bread.",
@@ -80,6 +87,10 @@ def voice(preset: str, dtype: torch.dtype, device, weights: str | None = None):
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    from aiprod_tts.config import VocoderConfig
+    from aiprod_tts.synthesizer import FastSpeech2HiFiGAN
+    from aiprod_tts.vocoder import HiFiGANGenerator
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap)
     ap.add_argument("--preset", default="v1")
@@ -89,6 +100,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--no-plain", action="store_true", help="skip the plain-path (before) rows")
     ap.add_argument("--skip-whole", action="store_true", help="only the first-audio and vocoder rows")
+    ap.add_argument("--before", choices=[*BEFORE, "none"], default=None,
+                    help="vocoder layout of the 'before' rows (default: the preset's, demo with --weights)")
     args = ap.parse_args(argv)
     device = setup(args)
     text = " ".join(SENTENCES[: args.sentences])
@@ -128,6 +141,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cases.append(Case("  whole first sentence, plain (before)", plain(first()), params, "first",
                           extra={"audio_s": 0.0}))
 
+    before = args.before or ("demo" if args.weights else args.preset if args.preset in BEFORE else "none")
+    before_cfg = None if before == "none" else VocoderConfig(**BEFORE[before])
+    if before_cfg is not None and before_cfg == ours.cfg.vocoder:
+        before_cfg = None  # the voice is in that layout already
+    if before_cfg is not None and not args.skip_whole:
+        torch.manual_seed(0)
+        ours_before = FastSpeech2HiFiGAN(**{**ours.cfg.model_dump(), "vocoder": before_cfg.model_dump()}).eval()
+        ours_before.acoustic.load_state_dict(ours.acoustic.state_dict())
+        ours_before.to(device)
+        cases.insert(1, Case(f"  whole text, {before} vocoder layout before", lambda: ours_before.synthesize(text),
+                             ours_before.num_parameters(), "whole", extra={"audio_s": audio_s}))
+
     def our_voc():
         with torch.no_grad():
             return ours.vocoder(mel)
@@ -138,10 +163,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not args.no_plain:
         cases.append(Case("  HiFi-GAN, plain path (before)", plain(our_voc), voc_params, "vocoder",
                           extra={"audio_s": sent_s}))
-    if not args.no_peer:
+    if before_cfg is not None:
+        torch.manual_seed(0)
+        voc_before = HiFiGANGenerator(before_cfg, ours.cfg.audio.n_mels).eval().to(device)
+
+        def before_voc():
+            with torch.no_grad():
+                return voc_before(mel)
+
+        cases.append(Case(f"  {before} layout before (HiFi-GAN, no iSTFT)", before_voc,
+                          sum(p.numel() for p in voc_before.parameters()), "vocoder", extra={"audio_s": sent_s}))
+    if not args.no_peer and not (before_cfg or ours.cfg.vocoder).istft:
         from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
-        v = ours.cfg.vocoder
+        v = before_cfg or ours.cfg.vocoder  # the peer has no iSTFT head: compared in the HiFi-GAN layout
         peer = SpeechT5HifiGan(SpeechT5HifiGanConfig(
             model_in_dim=ours.cfg.audio.n_mels, sampling_rate=ours.sample_rate,
             upsample_initial_channel=v.upsample_initial_channel,
@@ -154,7 +189,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             with torch.no_grad():
                 return peer(spec)
 
-        cases.append(Case("SpeechT5HifiGan same size (1 sentence)", peer_voc, sum(p.numel() for p in peer.parameters()),
+        cases.append(Case("SpeechT5HifiGan, HiFi-GAN layout (1 sentence)", peer_voc, sum(p.numel() for p in peer.parameters()),
                           "vocoder", extra={"audio_s": sent_s}))
     assert len({c.name for c in cases}) == len(cases), "run_cases keys samples by case name"
     rows = run_cases(cases, device, args.repeats)

@@ -42,15 +42,16 @@ def test_choice_of_path():
     assert fastconv.fft_size(32, 7) is None and fastconv.fft_size(32, 11) is not None
 
 
-def _generator() -> HiFiGANGenerator:
+def _generator(istft: dict | None = None) -> HiFiGANGenerator:
     torch.manual_seed(0)
     cfg = VocoderConfig(upsample_initial_channel=32, upsample_rates=(4, 4), upsample_kernel_sizes=(8, 8),
-                        resblock_kernel_sizes=(3, 7, 11), resblock_dilations=((1, 3, 5),) * 3)
+                        resblock_kernel_sizes=(3, 7, 11), resblock_dilations=((1, 3, 5),) * 3, istft=istft)
     return HiFiGANGenerator(cfg, n_mels=12).eval()
 
 
-def test_vocoder_fft_path_equals_plain_path(force_fft):
-    voc = _generator()
+@pytest.mark.parametrize("istft", [None, {"n_fft": 16, "hop": 4}], ids=["hifigan", "istft"])
+def test_vocoder_fft_path_equals_plain_path(force_fft, istft):
+    voc = _generator(istft)
     mel = torch.randn(2, 12, 30, generator=torch.Generator().manual_seed(1))
     with torch.enable_grad():
         ref = voc(mel)
@@ -141,15 +142,20 @@ def _voice(vocoder: dict | None = None):
 
 V1_SHAPED = {"upsample_initial_channel": 32, "upsample_rates": (8, 8, 2, 2), "upsample_kernel_sizes": (16, 16, 4, 4),
              "resblock_kernel_sizes": (3, 7, 11), "resblock_dilations": ((1, 3, 5),) * 3}
+# the v1 preset's layout: HiFi-GAN's last two x2 stages replaced by an inverse STFT (n_fft 16, hop 4)
+V1_ISTFT_SHAPED = {**V1_SHAPED, "upsample_rates": (8, 8), "upsample_kernel_sizes": (16, 16),
+                   "istft": {"n_fft": 16, "hop": 4}}
 
 
 @pytest.mark.parametrize("fft", [False, True])
-def test_growing_chunks_of_the_first_sentence_equal_whole_vocoding(monkeypatch, fft):
+@pytest.mark.parametrize("layout", ["hifigan", "istft"])
+def test_growing_chunks_of_the_first_sentence_equal_whole_vocoding(monkeypatch, fft, layout):
     if fft:
         monkeypatch.setattr(fastconv, "FFT_MIN_KERNEL", 0)
         monkeypatch.setattr(fastconv, "FFT_MIN_WORK", 0)
-    voice = _voice(V1_SHAPED)
-    assert voice.vocoder.context_frames() == 16  # HiFi-GAN V1's receptive field: ~14.5 frames either side
+    voice = _voice(V1_SHAPED if layout == "hifigan" else V1_ISTFT_SHAPED)
+    # HiFi-GAN V1's receptive field: ~14.5 frames either side; the iSTFT head's: ~13.9 (8x8 stages) + 0.03
+    assert voice.vocoder.context_frames() == (16 if layout == "hifigan" else 15)
     text = "The quick brown fox jumps over the lazy dog. It ran away."
     whole = voice.synthesize(text)
     pieces = list(voice.synthesize_stream(text, first_chunk_seconds=0.05))

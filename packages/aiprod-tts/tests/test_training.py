@@ -89,6 +89,35 @@ def test_vocoder_stage_from_acoustic(trained, corpus, feature_cache, tmp_path):
     assert not any(k.startswith("disc") for k in sa)  # discriminators are training-only
 
 
+ISTFT_VOCODER = {"upsample_initial_channel": 32, "upsample_rates": [8, 8], "upsample_kernel_sizes": [16, 16],
+                 "resblock_kernel_sizes": [3], "resblock_dilations": [[1, 3]], "istft": {"n_fft": 16, "hop": 4}}
+
+
+def test_vocoder_stage_retrains_a_voice_in_another_vocoder_layout(trained, corpus, feature_cache, tmp_path):
+    """init_from + a vocoder section unlike the folder's: the acoustic model is kept, the vocoder is a new one in
+    that layout (here iSTFTNet's head, issue 21), trained by the vocoder stage; not allowed in the acoustic stage."""
+    from aiprod_core.errors import AiprodError
+
+    acoustic, _ = trained
+    cfg = config(TINY_VOC, corpus, feature_cache, tmp_path / "voc", f"model.init_from={acoustic / 'final/tts'}",
+                 "train.max_steps=2")
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"config": {"vocoder": ISTFT_VOCODER}})})
+    metrics = train(cfg)
+    assert metrics["step"] == 2 and all(torch.isfinite(torch.tensor(metrics[k])) for k in ("mel_loss", "disc_loss"))
+    voice = FastSpeech2HiFiGAN.from_pretrained(tmp_path / "voc/final/tts")
+    before = FastSpeech2HiFiGAN.from_pretrained(acoustic / "final/tts")
+    assert voice.cfg.vocoder.istft is not None and before.cfg.vocoder.istft is None
+    assert voice.vocoder.conv_post.parametrizations.weight.original1.shape[0] == 18  # 9 magnitudes + 9 phases
+    sa, sb = voice.state_dict(), before.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if k.startswith("acoustic."))
+    wav = voice.synthesize("The pilot found a key.")
+    assert wav.numel() > 0 and torch.isfinite(wav).all() and wav.abs().max() <= 1
+    bad = config(TINY, corpus, feature_cache, tmp_path / "ac", f"model.init_from={acoustic / 'final/tts'}")
+    bad = bad.model_copy(update={"model": bad.model.model_copy(update={"config": {"vocoder": ISTFT_VOCODER}})})
+    with pytest.raises(AiprodError, match="model.config.vocoder"):
+        make_task(bad)
+
+
 def test_external_durations_replace_the_aligner(corpus, feature_cache, tmp_path):
     probe = make_task(config(TINY, corpus, feature_cache, tmp_path / "probe"))
     durs = tmp_path / "durations"

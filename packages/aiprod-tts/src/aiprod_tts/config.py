@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from aiprod_core.config import StrictModel
 from aiprod_core.shapes import Shapes
@@ -59,14 +59,36 @@ class AcousticConfig(StrictModel):
 
 
 
+class IstftHead(StrictModel):
+    """iSTFTNet's output head (Kaneko et al. 2022, https://arxiv.org/abs/2203.02395): the generator's last
+    convolution gives ``n_fft // 2 + 1`` log-magnitudes and as many phases per frame, and an inverse STFT of
+    ``hop`` samples a frame (Hann window of ``n_fft``) makes the waveform, instead of upsampling to the
+    sample rate with convolutions; ``hop`` then takes the place of the last upsampling stages."""
+
+    n_fft: int = Field(16, ge=2)  # even
+    hop: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.n_fft % 2 or self.hop > self.n_fft:
+            raise ValueError(f"istft: n_fft must be even and >= hop (got n_fft={self.n_fft}, hop={self.hop})")
+        return self
+
+
 class VocoderConfig(StrictModel):
-    """HiFi-GAN generator hyper-parameters (defaults: V1)."""
+    """HiFi-GAN generator hyper-parameters (defaults: the paper's V1)."""
 
     upsample_initial_channel: int = 512
-    upsample_rates: tuple[int, ...] = (8, 8, 2, 2)  # product must equal the hop length (256)
+    upsample_rates: tuple[int, ...] = (8, 8, 2, 2)  # product (x istft.hop) must equal the hop length (256)
     upsample_kernel_sizes: tuple[int, ...] = (16, 16, 4, 4)
     resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
     resblock_dilations: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+    istft: IstftHead | None = None  # None: a 1-channel convolution + tanh at the sample rate (HiFi-GAN)
+
+    @property
+    def total_upsampling(self) -> int:
+        """Output samples per mel frame: the upsample rates' product times the iSTFT hop."""
+        return math.prod(self.upsample_rates) * (self.istft.hop if self.istft else 1)
 
 
 
@@ -102,8 +124,9 @@ class SynthesizerConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_hop(self):
-        if math.prod(self.vocoder.upsample_rates) != self.audio.hop_length:
-            raise ValueError(f"vocoder.upsample_rates multiply to {math.prod(self.vocoder.upsample_rates)}, "
+        if self.vocoder.total_upsampling != self.audio.hop_length:
+            head = " (times istft.hop)" if self.vocoder.istft else ""
+            raise ValueError(f"vocoder.upsample_rates{head} multiply to {self.vocoder.total_upsampling}, "
                              f"expected audio.hop_length = {self.audio.hop_length}")
         if len(self.vocoder.upsample_rates) != len(self.vocoder.upsample_kernel_sizes):
             raise ValueError("vocoder.upsample_kernel_sizes must have one entry per upsample rate")
@@ -165,5 +188,5 @@ def state_dict_shapes(cfg: SynthesizerConfig) -> Shapes:
                 _wn_conv(s, f"vocoder.resblocks.{r}.convs1.{j}", c_out, c_out, rk)
                 _wn_conv(s, f"vocoder.resblocks.{r}.convs2.{j}", c_out, c_out, rk)
             r += 1
-    _wn_conv(s, "vocoder.conv_post", ch // 2 ** len(v.upsample_rates), 1, 7)
+    _wn_conv(s, "vocoder.conv_post", ch // 2 ** len(v.upsample_rates), v.istft.n_fft + 2 if v.istft else 1, 7)
     return s

@@ -94,12 +94,13 @@ def _fft_conv(x: torch.Tensor, wf: torch.Tensor, bias: torch.Tensor | None, k: i
     else:
         torch.ops.aten.leaky_relu.out(x, slope, out=xp[:, p : p + T])
     # block n of polyphase component r: xp[c, r + d * (n * L + j)], j < n_fft (a strided view, no copy)
-    blocks = xp.as_strided((n_fft, C, d, nb), (d, xp.stride(0), 1, d * L))
-    X = torch.empty(Fq, C, d, nb, dtype=torch.complex64, device=x.device)  # frequency-major for the product
-    torch.fft.rfft(blocks, dim=0, out=X)
-    # one batched complex product over the frequencies; X must be contiguous: on a strided view torch's
-    # complex matmul falls off its BLAS path (measured 50x slower on 2 threads)
-    Y = torch.matmul(wf, X.view(Fq, C, d * nb))
+    blocks = xp.as_strided((C, n_fft, d, nb), (xp.stride(0), d, 1, d * L))
+    # the transform along a middle dim: 2-3x faster than along the first (frequency-major output) here
+    X = torch.empty(C, Fq, d, nb, dtype=torch.complex64, device=x.device)
+    torch.fft.rfft(blocks, dim=1, out=X)
+    # one batched complex product over the frequencies, on X seen frequency-major ([Fq, C, d * nb], rows of
+    # unit stride: BLAS takes it as is, measured as fast as a contiguous copy)
+    Y = torch.matmul(wf, X.view(C, Fq, d * nb).transpose(0, 1))
     del X, xp, blocks  # free the input spectrum before the inverse transform allocates (peak memory)
     y = torch.fft.irfft(Y, n=n_fft, dim=0)  # [n_fft, Co, d * nb]
     del Y

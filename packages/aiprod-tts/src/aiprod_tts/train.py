@@ -21,6 +21,7 @@ from aiprod_core.config import StrictModel
 from aiprod_core.errors import AiprodError
 from aiprod_core.training import StepContext, TrainConfig, Trainer, TrainTask
 from aiprod_tts.audio import mel_spectrogram
+from aiprod_tts.config import VocoderConfig
 from aiprod_tts.corpora import CorpusRoot, StepItems, load_corpora
 from aiprod_tts.data import FeatureSet, collate_acoustic
 from aiprod_tts.model import forward_sum_loss, lengths_to_mask
@@ -34,7 +35,9 @@ class ModelSection(StrictModel):
     preset: str | None = "tiny"
     config: dict = {}  # overrides of the preset (top-level sections replace the preset's)
     # component folder (e.g. the acoustic stage's final/tts) — wins over preset; of `config`, only a
-    # `frontend` section applies to it (its keys update the folder's: e.g. another G2P, same inventory)
+    # `frontend` section (its keys update the folder's: e.g. another G2P, same inventory) and a `vocoder`
+    # section apply to it: a vocoder config other than the folder's replaces its vocoder by a new one
+    # (initialised from train.seed; stage vocoder only), to retrain the vocoder of a voice in another layout
     init_from: str | None = None
 
 
@@ -98,13 +101,22 @@ def build_model(cfg: TTSTrainConfig, stats: dict[str, float] | None) -> FastSpee
     if cfg.model.init_from:
         model = FastSpeech2HiFiGAN.from_pretrained(cfg.model.init_from)
         front = cfg.model.config.get("frontend") or {}
-        if (stats and cfg.stage == "acoustic") or front:  # new corpus statistics / frontend, same weights
+        vocoder = cfg.model.config.get("vocoder")
+        new_vocoder = vocoder is not None and VocoderConfig.model_validate(vocoder) != model.cfg.vocoder
+        if new_vocoder and cfg.stage != "vocoder":
+            raise AiprodError(f"model.config.vocoder: differs from the vocoder of {cfg.model.init_from}; a new "
+                              "vocoder is trained by stage vocoder (this stage would save it untrained)")
+        if (stats and cfg.stage == "acoustic") or front or new_vocoder:  # new statistics / frontend / vocoder
             conf = model.config.model_dump()
             conf["audio"].update(stats if stats and cfg.stage == "acoustic" else {})
             conf["frontend"].update(front)
             state = model.state_dict()
+            if new_vocoder:
+                conf["vocoder"] = vocoder
+                state = {k: v for k, v in state.items() if not k.startswith("vocoder.")}
             model = FastSpeech2HiFiGAN(**conf)
-            model.load_state_dict(state)
+            missing, _ = model.load_state_dict(state, strict=not new_vocoder)
+            assert all(k.startswith("vocoder.") for k in missing), missing
         return model.train()
     if cfg.model.preset is None:
         raise AiprodError("model: give preset or init_from")

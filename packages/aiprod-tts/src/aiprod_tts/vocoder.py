@@ -1,7 +1,10 @@
 """HiFi-GAN vocoder (Kong et al. 2020, https://arxiv.org/abs/2010.05646): generator and discriminators.
 
 Generator: transposed-conv upsampling by ``upsample_rates`` (product = hop length) with multi-receptive-field
-fusion (MRF) residual blocks; V1 = 512 initial channels, kernels (3, 7, 11), dilations (1, 3, 5).
+fusion (MRF) residual blocks; V1 = 512 initial channels, kernels (3, 7, 11), dilations (1, 3, 5). With an
+``istft`` head (iSTFTNet, Kaneko et al. 2022, https://arxiv.org/abs/2203.02395) the last upsampling stages are
+replaced by an inverse STFT: the last convolution gives a magnitude and a phase spectrum per frame (the
+model's C8C8I: rates 8·8, n_fft 16, hop 4, about half the multiply-adds of V1 for the same quality in the paper).
 Discriminators: multi-period (periods 2, 3, 5, 7, 11) and multi-scale (raw, ×2 and ×4 average-pooled).
 Losses: least-squares GAN, feature matching (×2) and mel L1 (×45), as in the paper.
 """
@@ -66,7 +69,9 @@ class HiFiGANGenerator(nn.Module):
             self.ups.append(weight_norm(nn.ConvTranspose1d(c_in, c_out, k, u, padding=(k - u) // 2)))
             for rk, rd in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilations):
                 self.resblocks.append(ResBlock(c_out, rk, tuple(rd)))
-        self.conv_post = weight_norm(nn.Conv1d(ch // 2 ** len(cfg.upsample_rates), 1, 7, padding=3))
+        self.istft = cfg.istft
+        out = cfg.istft.n_fft + 2 if cfg.istft else 1  # (n_fft/2 + 1) log-magnitudes + as many phases, or samples
+        self.conv_post = weight_norm(nn.Conv1d(ch // 2 ** len(cfg.upsample_rates), out, 7, padding=3))
 
     def context_frames(self) -> int:
         """Mel frames either side of a frame that can reach its output samples (an upper bound of the
@@ -82,6 +87,8 @@ class HiFiGANGenerator(nn.Module):
             half += max(sum((c1.kernel_size[0] - 1) * c1.dilation[0] // 2 + (c2.kernel_size[0] - 1) // 2
                             for c1, c2 in zip(b.convs1, b.convs2)) for b in blocks) / hop
         half += (self.conv_post.kernel_size[0] - 1) / 2 / hop
+        if self.istft:  # an output sample sums the frames whose n_fft-sample windows cover it
+            half += self.istft.n_fft / 2 / self.istft.hop / hop
         return math.ceil(half) + 1
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
@@ -94,7 +101,22 @@ class HiFiGANGenerator(nn.Module):
             blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]
             x = sum(block(x) for block in blocks) / self.n_kernels
         # the paper's final leaky ReLU uses the default slope 0.01
-        return torch.tanh(self.conv_post(F.leaky_relu(x)))
+        return self._head(self.conv_post(F.leaky_relu(x)))
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """The last convolution's output [B, C, T'] → waveform [B, 1, T' * istft.hop]: tanh (HiFi-GAN), or
+        the inverse STFT of exp(log-magnitude) at the predicted phase (in float32: no half-precision FFT on
+        every device). The iSTFT's wave is not squashed (the synthesizer clips it to [-1, 1])."""
+        if self.istft is None:
+            return torch.tanh_(x) if not torch.is_grad_enabled() else torch.tanh(x)
+        n, hop = self.istft.n_fft, self.istft.hop
+        bins = n // 2 + 1
+        x = x.float()
+        # exp of the log-magnitude bounded (Vocos clips the magnitude at 100 the same way)
+        spec = torch.polar(torch.exp(x[:, :bins].clamp(max=math.log(100.0))), x[:, bins:])
+        window = torch.hann_window(n, device=x.device)
+        wav = torch.istft(spec, n, hop, n, window=window, center=True, length=x.shape[-1] * hop)
+        return wav[:, None]
 
     def _infer(self, mel: torch.Tensor) -> torch.Tensor:
         """The same pass without autograd (see ``fastconv``): folded weights, FFT convolutions, in place."""
@@ -106,7 +128,7 @@ class HiFiGANGenerator(nn.Module):
             for block in blocks[1:]:
                 acc.add_(block(x))
             x = acc.div_(self.n_kernels)
-        return torch.tanh_(fastconv.conv1d(self.conv_post, x, 0.01))
+        return self._head(fastconv.conv1d(self.conv_post, x, 0.01))
 
 
 # ---------------------------------------------------------------------------------------
