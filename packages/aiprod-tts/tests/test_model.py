@@ -16,7 +16,7 @@ def test_v1_is_80m_parameters_on_meta():
     total = model.num_parameters()
     assert 72e6 <= total <= 88e6, total  # model card: ~80M (acoustic + vocoder)
     vocoder = sum(p.numel() for p in model.vocoder.parameters())
-    assert 13.0e6 < vocoder < 13.5e6  # HiFi-GAN V1 (13.9M in the paper) with its two x2 stages cut for the iSTFT
+    assert 12.8e6 < vocoder < 13.2e6  # HiFi-GAN V1 (13.9M in the paper) with its last stages cut for the iSTFT
     assert model.vocoder.istft.hop * math.prod(model.cfg.vocoder.upsample_rates) == 256
     assert model.sample_rate == 24000 and model.hop_length == 256
 

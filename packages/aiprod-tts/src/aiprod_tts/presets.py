@@ -1,11 +1,14 @@
 """Named sizes of the ``fastspeech2-hifigan`` synthesizer (keyword arguments of FastSpeech2HiFiGAN).
 
-* ``v1``: the model card's AIPROD-TTS v1, about 80M parameters (78.9M: acoustic 65.6M + vocoder 13.3M):
+* ``v1``: the model card's AIPROD-TTS v1, about 80M parameters (78.7M: acoustic 65.6M + vocoder 13.0M):
   FastSpeech 2 at width 384 with the paper's depth (4 encoder + 6 decoder FFT blocks, conv kernels 9/1),
-  ProsodyModeler, aligner, Tacotron 2 post-net, and the HiFi-GAN V1 generator (512 channels) with
-  iSTFTNet's C8C8I head: upsampling 8·8, then an inverse STFT (n_fft 16, hop 4) in place of V1's last two
-  x2 stages, hop 8·8·4 = 256 at 24 kHz. Measured (``benchmarks/tts.py``, issue 21): about half of HiFi-GAN
-  V1's time; the iSTFTNet paper reports V1's quality for this head.
+  ProsodyModeler, aligner, Tacotron 2 post-net, and the HiFi-GAN V1 generator (512 channels, MRF kernels
+  3/7/11) with an iSTFT head (iSTFTNet): upsampling 8·4, then an inverse STFT of 32 points and hop 8 (17
+  magnitudes + 17 phases a frame) in place of V1's last stages, hop 8·4·8 = 256 at 24 kHz. Measured
+  (``benchmarks/tts.py``, issue 21, 2 threads): the vocoder in 0.34x HiFi-GAN V1's time, the whole synthesis
+  at RTF 0.16; iSTFTNet's own C8C8I (8·8, n_fft 16, hop 4) took 0.56x V1's time (RTF 0.24). The demo
+  voice retrained in both layouts with the same recipe (weights/tiny/README.md): equal phoneme error rates,
+  mel distance 1 % (8·8) / 3 % (8·4) above its HiFi-GAN vocoder's.
 * ``tiny``: a few hundred thousand parameters for tests and CI; same code paths.
 """
 
@@ -18,9 +21,9 @@ V1 = {
     "acoustic": {"hidden": 384, "heads": 2, "ffn_dim": 1344, "ffn_kernels": (9, 1), "encoder_layers": 4,
                  "decoder_layers": 6, "dropout": 0.1, "predictor_channels": 384, "predictor_kernel": 3,
                  "predictor_dropout": 0.5, "postnet_channels": 512, "postnet_layers": 5, "aligner_channels": 80},
-    "vocoder": {"upsample_initial_channel": 512, "upsample_rates": (8, 8), "upsample_kernel_sizes": (16, 16),
+    "vocoder": {"upsample_initial_channel": 512, "upsample_rates": (8, 4), "upsample_kernel_sizes": (16, 8),
                 "resblock_kernel_sizes": (3, 7, 11), "resblock_dilations": ((1, 3, 5), (1, 3, 5), (1, 3, 5)),
-                "istft": {"n_fft": 16, "hop": 4}},
+                "istft": {"n_fft": 32, "hop": 8}},  # hop 8 * 4 * 8 = 256
 }
 
 TINY = {

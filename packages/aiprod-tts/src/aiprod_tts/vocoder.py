@@ -4,7 +4,8 @@ Generator: transposed-conv upsampling by ``upsample_rates`` (product = hop lengt
 fusion (MRF) residual blocks; V1 = 512 initial channels, kernels (3, 7, 11), dilations (1, 3, 5). With an
 ``istft`` head (iSTFTNet, Kaneko et al. 2022, https://arxiv.org/abs/2203.02395) the last upsampling stages are
 replaced by an inverse STFT: the last convolution gives a magnitude and a phase spectrum per frame (the
-model's C8C8I: rates 8·8, n_fft 16, hop 4, about half the multiply-adds of V1 for the same quality in the paper).
+paper's C8C8I: rates 8·8, n_fft 16, hop 4, V1's quality in about half its multiply-adds; ``v1`` here: rates 8·4,
+n_fft 32, hop 8, a third of V1's time).
 Discriminators: multi-period (periods 2, 3, 5, 7, 11) and multi-scale (raw, ×2 and ×4 average-pooled).
 Losses: least-squares GAN, feature matching (×2) and mel L1 (×45), as in the paper.
 """
