@@ -114,8 +114,11 @@ def test_vocoder_stage_retrains_a_voice_in_another_vocoder_layout(trained, corpu
     assert wav.numel() > 0 and torch.isfinite(wav).all() and wav.abs().max() <= 1
     bad = config(TINY, corpus, feature_cache, tmp_path / "ac", f"model.init_from={acoustic / 'final/tts'}")
     bad = bad.model_copy(update={"model": bad.model.model_copy(update={"config": {"vocoder": ISTFT_VOCODER}})})
-    with pytest.raises(AiprodError, match="model.config.vocoder"):
+    with pytest.raises(AiprodError, match="model.config.vocoder: differs"):
         make_task(bad)
+    typo = cfg.model_copy(update={"model": cfg.model.model_copy(update={"config": {"vocoder": {"istfft": {}}}})})
+    with pytest.raises(AiprodError, match="model.config.vocoder: istfft: unknown key"):
+        make_task(typo)
 
 
 def test_external_durations_replace_the_aligner(corpus, feature_cache, tmp_path):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import model_validator
 
-from aiprod_core.config import StrictModel
+from aiprod_core.config import StrictModel, validate
 from aiprod_core.errors import AiprodError
 from aiprod_core.training import StepContext, TrainConfig, Trainer, TrainTask
 from aiprod_tts.audio import mel_spectrogram
@@ -102,7 +102,9 @@ def build_model(cfg: TTSTrainConfig, stats: dict[str, float] | None) -> FastSpee
         model = FastSpeech2HiFiGAN.from_pretrained(cfg.model.init_from)
         front = cfg.model.config.get("frontend") or {}
         vocoder = cfg.model.config.get("vocoder")
-        new_vocoder = vocoder is not None and VocoderConfig.model_validate(vocoder) != model.cfg.vocoder
+        if vocoder is not None:
+            vocoder = validate(VocoderConfig, vocoder, "model.config.vocoder")  # one line per bad key
+        new_vocoder = vocoder is not None and vocoder != model.cfg.vocoder
         if new_vocoder and cfg.stage != "vocoder":
             raise AiprodError(f"model.config.vocoder: differs from the vocoder of {cfg.model.init_from}; a new "
                               "vocoder is trained by stage vocoder (this stage would save it untrained)")
@@ -112,7 +114,7 @@ def build_model(cfg: TTSTrainConfig, stats: dict[str, float] | None) -> FastSpee
             conf["frontend"].update(front)
             state = model.state_dict()
             if new_vocoder:
-                conf["vocoder"] = vocoder
+                conf["vocoder"] = vocoder.model_dump()
                 state = {k: v for k, v in state.items() if not k.startswith("vocoder.")}
             model = FastSpeech2HiFiGAN(**conf)
             missing, _ = model.load_state_dict(state, strict=not new_vocoder)
