@@ -109,7 +109,7 @@ class HiFiGANGenerator(nn.Module):
         the inverse STFT of exp(log-magnitude) at the predicted phase (in float32: no half-precision FFT on
         every device). The iSTFT's wave is not squashed (the synthesizer clips it to [-1, 1])."""
         if self.istft is None:
-            return torch.tanh_(x) if not torch.is_grad_enabled() else torch.tanh(x)
+            return torch.tanh(x)
         n, hop = self.istft.n_fft, self.istft.hop
         bins = n // 2 + 1
         x = x.float()
