@@ -191,6 +191,18 @@ def test_eval_text_to_video_colour_hits(cli, tmp_path, video_corpus):
     assert blind.exit_code == 1 and "colour_hit_rate" in blind.output and "FAIL" in blind.output
     assert not (tmp_path / "unused.mp4").exists()
     assert "photo_hit_rate" not in r  # random crops: no one picture per photo word to compare with
+    # one row per held-out (colour, shape, direction): hits that add up to the rates, and the corpus' own blob's
+    # fill in its shape's range of the judge
+    rows = r["per_prompt"]
+    captions = [json.loads(line) for line in (video_corpus / "heldout" / "captions.jsonl").read_text().splitlines()]
+    assert set(rows) == {f"{e['colour']} {e['shape']} {e['direction']}" for e in captions}
+    assert sum(row["clips"] for row in rows.values()) == 4
+    assert sum(row["colour"] for row in rows.values()) == 4 and sum(row["direction"] for row in rows.values()) == 0
+    assert sum(row["shape"] for row in rows.values()) == round(r["shape_hit_rate"] * 4)
+    for combo, row in rows.items():
+        assert ev.shown_shape_of_fill(row["reference_shape_fill"]) == combo.split()[1], (combo, row)
+    text = cli("eval", path, video_corpus).output
+    assert all(f"{combo} " in text and "shape fill" in text for combo in rows), text
 
 
 def test_eval_text_to_video_photo_hits(cli, tmp_path):
@@ -249,6 +261,7 @@ def test_judges_read_rendered_clips(shape, direction):
         assert ev.shown_colour(frames) == "green"
         assert ev.shown_direction(frames, "green") == direction
         assert ev.shown_shape(frames, "green") == shape
+        assert ev.shown_shape_of_fill(ev.shape_fill(frames, "green")) == shape
         assert ev.shown_direction(frames[::-1], "green") != direction  # played backwards: the other way
         still = np.repeat(frames[:1], 17, axis=0)
         assert ev.shown_direction(still, "green") is None  # standing still is no direction

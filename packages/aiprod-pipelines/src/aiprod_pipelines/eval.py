@@ -226,9 +226,9 @@ def shown_direction(frames: np.ndarray, colour: str, min_travel: float = 0.08) -
 SHAPE_FILL_BOUNDS = (("triangle", 0.68), ("circle", 0.845), ("square", math.inf))
 
 
-def shown_shape(frames: np.ndarray, colour: str, min_pixels: int = 12) -> str | None:
-    """Which shape the ``colour`` blob has: the median over frames of its largest blob's fill of its bounding
-    box (area / box area), matched to the nearest of :data:`SHAPE_FILL`; None when absent."""
+def shape_fill(frames: np.ndarray, colour: str, min_pixels: int = 12) -> float | None:
+    """The median over frames of the ``colour`` blob's fill of its bounding box (its largest blob's area / box
+    area: about 0.5 for a triangle, 0.79 for a circle, 1 for a square); None when it shows in under half of them."""
     fills = []
     for m in colour_mask(frames, colour):
         blob = _largest_blob(m)
@@ -239,8 +239,18 @@ def shown_shape(frames: np.ndarray, colour: str, min_pixels: int = 12) -> str | 
         fills.append(blob.sum() / box)
     if len(fills) < max(1, len(frames) // 2):
         return None
-    fill = float(np.median(fills))
-    return next(shape for shape, upper in SHAPE_FILL_BOUNDS if fill < upper)
+    return float(np.median(fills))
+
+
+def shown_shape(frames: np.ndarray, colour: str, min_pixels: int = 12) -> str | None:
+    """Which shape the ``colour`` blob has: its :func:`shape_fill` matched to :data:`SHAPE_FILL_BOUNDS`; None
+    when absent."""
+    return shown_shape_of_fill(shape_fill(frames, colour, min_pixels))
+
+
+def shown_shape_of_fill(fill: float | None) -> str | None:
+    """The shape whose range of :data:`SHAPE_FILL_BOUNDS` holds ``fill`` (None for None)."""
+    return None if fill is None else next(shape for shape, upper in SHAPE_FILL_BOUNDS if fill < upper)
 
 
 def shown_photo(frames: np.ndarray, backgrounds: dict[str, np.ndarray]) -> str:
@@ -486,25 +496,45 @@ def eval_text_to_video(cfg: Any, ctx: Any, data: Path, *, limit: int = 32, refer
     hits = {k: 0 for k in judges}
     ref_hits = {k: 0 for k in judges}
     per_colour = {c: [0, 0] for c in colours}
+    # each held-out (colour, shape, direction): its hits and the blob's mean fill (the shape judge's measure),
+    # the generated clips' beside the corpus' own; shows which combinations fail and how far from the bounds
+    per_prompt: dict[str, dict[str, Any]] = {}
+    fills: dict[str, tuple[list[float], list[float]]] = {}
     for i, e in enumerate(ctx.progress(entries, desc="text-to-video", unit="clip")):
         video = generate(models, e["caption"], negative_prompt=cfg.negative_prompt, width=cfg.width,
                          height=cfg.height, frames=cfg.frames, steps=cfg.steps, guidance_scale=cfg.guidance_scale,
                          seed=ctx.seed + i, method=cfg.sampler, two_stage=cfg.two_stage)
         frames = video_to_frames(video)
+        combo = " ".join(str(e.get(k)) for k in ("colour", "shape", "direction"))
+        row = per_prompt.setdefault(combo, {"clips": 0, **{k: 0 for k in judges}})
+        row["clips"] += 1
         for k, judge in judges.items():
-            hits[k] += bool(judge(frames, e))
+            hit = bool(judge(frames, e))
+            hits[k] += hit
+            row[k] += hit
         per_colour.setdefault(e["colour"], [0, 0])
         per_colour[e["colour"]][0] += judges["colour"](frames, e)
         per_colour[e["colour"]][1] += 1
+        generated_fills, reference_fills = fills.setdefault(combo, ([], []))
+        if (fill := shape_fill(frames, e["colour"])) is not None:
+            generated_fills.append(fill)
         if reference:
             truth = read_mp4(e["path"], audio=False).frames
             for k, judge in judges.items():
                 ref_hits[k] += bool(judge(truth, e))
+            if (fill := shape_fill(truth, e["colour"])) is not None:
+                reference_fills.append(fill)
+    for combo, (generated_fills, reference_fills) in fills.items():
+        per_prompt[combo]["shape_fill"] = round(float(np.mean(generated_fills)), 3) if generated_fills else None
+        if reference:
+            per_prompt[combo]["reference_shape_fill"] = (round(float(np.mean(reference_fills)), 3)
+                                                         if reference_fills else None)
     n = len(entries)
     out: dict[str, Any] = {"colour_hit_rate": hits["colour"] / n, "direction_hit_rate": hits["direction"] / n,
                            "shape_hit_rate": hits["shape"] / n,
                            **({"photo_hit_rate": hits["photo"] / n} if "photo" in hits else {}), "clips": n,
-                           "per_colour": {c: f"{h}/{k}" for c, (h, k) in per_colour.items()}, "data": str(folder)}
+                           "per_colour": {c: f"{h}/{k}" for c, (h, k) in per_colour.items()},
+                           "per_prompt": dict(sorted(per_prompt.items())), "data": str(folder)}
     if reference:
         out.update({f"reference_{k}_hit_rate": ref_hits[k] / n for k in judges})
     return out
@@ -605,9 +635,16 @@ def evaluate(component: Path, data: Path, *, limit: int = 32, kbps: float = 6.0,
 def format_report(report: dict[str, Any]) -> str:
     lines = [f"{report['component']} ({report['kind']}) on {report.get('data')}"]
     for k, v in report.items():
-        if k in ("component", "kind", "data", "floor"):
+        if k in ("component", "kind", "data", "floor", "per_prompt"):
             continue
         lines.append(f"  {k:<28} {v:.3f}" if isinstance(v, float) else f"  {k:<28} {v}")
+    for combo, row in report.get("per_prompt", {}).items():  # text-to-video: one line per held-out combination
+        n = row["clips"]
+        hits = ", ".join(f"{k} {row[k]}/{n}" for k in ("colour", "direction", "shape", "photo") if k in row)
+        fill = "" if row.get("shape_fill") is None else f"; shape fill {row['shape_fill']:.2f}"
+        if row.get("reference_shape_fill") is not None:
+            fill += f" (corpus {row['reference_shape_fill']:.2f})"
+        lines.append(f"  {combo:<28} {hits}{fill}")
     f = report.get("floor")
     for c in f["checks"] if f is not None else []:
         verdict = "PASS" if c["pass"] else "FAIL"
