@@ -261,7 +261,6 @@ def test_judges_read_rendered_clips(shape, direction):
         assert ev.shown_colour(frames) == "green"
         assert ev.shown_direction(frames, "green") == direction
         assert ev.shown_shape(frames, "green") == shape
-        assert ev.shown_shape_of_fill(ev.shape_fill(frames, "green")) == shape
         assert ev.shown_direction(frames[::-1], "green") != direction  # played backwards: the other way
         still = np.repeat(frames[:1], 17, axis=0)
         assert ev.shown_direction(still, "green") is None  # standing still is no direction

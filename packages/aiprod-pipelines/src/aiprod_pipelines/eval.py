@@ -641,10 +641,10 @@ def format_report(report: dict[str, Any]) -> str:
     for combo, row in report.get("per_prompt", {}).items():  # text-to-video: one line per held-out combination
         n = row["clips"]
         hits = ", ".join(f"{k} {row[k]}/{n}" for k in ("colour", "direction", "shape", "photo") if k in row)
-        fill = "" if row.get("shape_fill") is None else f"; shape fill {row['shape_fill']:.2f}"
+        fill = "-" if row.get("shape_fill") is None else f"{row['shape_fill']:.2f}"  # "-": the colour not shown
         if row.get("reference_shape_fill") is not None:
             fill += f" (corpus {row['reference_shape_fill']:.2f})"
-        lines.append(f"  {combo:<28} {hits}{fill}")
+        lines.append(f"  {combo:<28} {hits}; shape fill {fill}")
     f = report.get("floor")
     for c in f["checks"] if f is not None else []:
         verdict = "PASS" if c["pass"] else "FAIL"
