@@ -505,7 +505,7 @@ def eval_text_to_video(cfg: Any, ctx: Any, data: Path, *, limit: int = 32, refer
                          height=cfg.height, frames=cfg.frames, steps=cfg.steps, guidance_scale=cfg.guidance_scale,
                          seed=ctx.seed + i, method=cfg.sampler, two_stage=cfg.two_stage)
         frames = video_to_frames(video)
-        combo = " ".join(str(e.get(k)) for k in ("colour", "shape", "direction"))
+        combo = " ".join(str(e[k]) for k in ("colour", "shape", "direction") if e.get(k))
         row = per_prompt.setdefault(combo, {"clips": 0, **{k: 0 for k in judges}})
         row["clips"] += 1
         for k, judge in judges.items():
