@@ -86,6 +86,11 @@ class VocoderConfig(StrictModel):
     istft: IstftHead | None = None  # None: a 1-channel convolution + tanh at the sample rate (HiFi-GAN)
 
     @property
+    def post_channels(self) -> int:
+        """Channels of the last convolution: (n_fft/2 + 1) log-magnitudes + as many phases, or one sample."""
+        return self.istft.n_fft + 2 if self.istft else 1
+
+    @property
     def total_upsampling(self) -> int:
         """Output samples per mel frame: the upsample rates' product times the iSTFT hop."""
         return math.prod(self.upsample_rates) * (self.istft.hop if self.istft else 1)
@@ -188,5 +193,5 @@ def state_dict_shapes(cfg: SynthesizerConfig) -> Shapes:
                 _wn_conv(s, f"vocoder.resblocks.{r}.convs1.{j}", c_out, c_out, rk)
                 _wn_conv(s, f"vocoder.resblocks.{r}.convs2.{j}", c_out, c_out, rk)
             r += 1
-    _wn_conv(s, "vocoder.conv_post", ch // 2 ** len(v.upsample_rates), v.istft.n_fft + 2 if v.istft else 1, 7)
+    _wn_conv(s, "vocoder.conv_post", ch // 2 ** len(v.upsample_rates), v.post_channels, 7)
     return s

@@ -71,8 +71,7 @@ class HiFiGANGenerator(nn.Module):
             for rk, rd in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilations):
                 self.resblocks.append(ResBlock(c_out, rk, tuple(rd)))
         self.istft = cfg.istft
-        out = cfg.istft.n_fft + 2 if cfg.istft else 1  # (n_fft/2 + 1) log-magnitudes + as many phases, or samples
-        self.conv_post = weight_norm(nn.Conv1d(ch // 2 ** len(cfg.upsample_rates), out, 7, padding=3))
+        self.conv_post = weight_norm(nn.Conv1d(ch // 2 ** len(cfg.upsample_rates), cfg.post_channels, 7, padding=3))
 
     def context_frames(self) -> int:
         """Mel frames either side of a frame that can reach its output samples (an upper bound of the
