@@ -122,6 +122,41 @@ def test_first_frame_conditioning_keeps_the_image(dummy_pipe, tmp_path):
     assert np.abs(later.reshape(-1, 3).mean(0) - red).max() < 8  # the rest still follows the prompt
 
 
+def test_video_to_video_starts_from_the_noised_clip(dummy_pipe):
+    clip = torch.rand(3, 9, 32, 32) * 2 - 1
+    kw = dict(guidance_scale=1.0, num_inference_steps=4, seed=5, progress=False)
+    plain = dummy_pipe.generate_videos(["a red circle"], **kw)[0]
+    dn = dummy_pipe.denoiser
+    dn.calls = 0
+    same = dummy_pipe.generate_videos(["a red circle"], video=clip, strength=1.0, **kw)[0]
+    assert torch.equal(same, plain) and dn.calls == 4  # from sigma 1 the clip is weighted 0: plain generation
+    seen = []
+    dummy_pipe.generate_videos(["a red circle"], video=clip, strength=0.5, **kw,
+                               callback_on_step_end=lambda pipe, i, s, d: seen.append(s))
+    assert seen and seen[-1] == 0.0 and all(s < 0.5 for s in seen) and len(seen) < 4  # the grid below 0.5 only
+    # the start is (1 - s) * the encoded clip + s * the seed's noise, sampled over [s] + the grid below s
+    class Recorder:
+        def sigmas(self, steps, num_tokens):
+            return torch.linspace(1, 0, steps + 1)
+
+        def sample(self, velocity_fn, noise, sigmas, callback=None, on_step=None):
+            self.start, self.grid = noise.clone(), sigmas
+            return noise
+
+    rec = Recorder()
+    dummy_pipe.generate_videos(["a red circle"], video=clip, strength=0.6, sampler=rec, **kw)
+    enc = dummy_pipe.autoencoder.encode(clip[None])
+    noise = torch.randn(enc.shape, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(rec.start, 0.4 * enc + 0.6 * noise, atol=1e-6)
+    assert rec.grid.tolist() == pytest.approx([0.6, 0.5, 0.25, 0.0])
+    with pytest.raises(AiprodError, match="strength: 0.5 needs a video"):
+        dummy_pipe.generate_videos(["a red circle"], strength=0.5, **kw)
+    with pytest.raises(AiprodError, match=r"video: expected \[3, 9, 32, 32\]"):
+        dummy_pipe.generate_videos(["a red circle"], video=clip[:, :5], strength=0.5, **kw)
+    with pytest.raises(AiprodError, match="strength: expected a noise level"):
+        dummy_pipe.generate_videos(["a red circle"], video=clip, strength=0.0, **kw)
+
+
 # -- the demo weights -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny(request):
@@ -191,6 +226,24 @@ def test_image_to_video_keeps_the_first_frame_with_demo_weights(tiny, tmp_path):
     without = tiny(PROMPT, **kw).frames[0].astype(float)
     err_with, err_without = np.abs(with_img[0] - img).mean(), np.abs(without[0] - img).mean()
     assert err_with < 0.5 * err_without, (err_with, err_without)
+
+
+def test_video_to_video_keeps_the_clip_with_demo_weights(tiny):
+    """From its clip noised to a low level the demo denoiser returns that clip, up to about the autoencoder's own
+    error; the higher the level, the further from it (at 1, a new clip of the caption)."""
+    from aiprod_pipelines.corpus import render_clip
+    from aiprod_pipelines.media import frames_to_video
+
+    # drawn as the demo denoiser's corpus (tools/train_demo_weights.sh: data/t2v_shapes)
+    clip = torch.from_numpy(frames_to_video(render_clip(
+        "green", "triangle", "up", "astronaut", size=64, frames=17, rng=np.random.default_rng(1),
+        background_crop="whole", path="centred", radius=(0.22, 0.25), travel=(0.32, 0.35))))
+    caption = "a green triangle moving up over a photo of an astronaut"
+    with torch.no_grad():
+        round_trip = (tiny.autoencoder.decode(tiny.autoencoder.encode(clip[None]))[0] - clip).abs().mean().item()
+    errs = [(tiny.generate_videos([caption], video=clip, strength=s, num_inference_steps=8, seed=3,
+                                  progress=False)[0] - clip).abs().mean().item() for s in (0.1, 0.4, 1.0)]
+    assert errs[0] < 1.6 * round_trip and errs[0] < errs[1] < errs[2], (round_trip, errs)
 
 
 # -- the YAML face: aiprod run over the same objects -------------------------------------------------------------

@@ -203,6 +203,12 @@ def test_eval_text_to_video_colour_hits(cli, tmp_path, video_corpus):
         assert ev.shown_shape_of_fill(row["reference_shape_fill"]) == combo.split()[1], (combo, row)
     text = cli("eval", path, video_corpus).output
     assert all(f"{combo} " in text and "shape fill" in text for combo in rows), text
+    # --strength: each clip starts from the corpus' own, noised; a diagnosis: reported, no floor
+    res = cli("eval", path, video_corpus, "--strength", "0.5", "--json")
+    assert res.exit_code == 0, res.output
+    v2v = json.loads(res.output)
+    assert v2v["strength"] == 0.5 and "floor" not in v2v and v2v["clips"] == 4 and v2v["colour_hit_rate"] == 1.0
+    assert "strength" not in r
 
 
 def test_eval_text_to_video_photo_hits(cli, tmp_path):
@@ -225,6 +231,8 @@ def test_eval_errors_are_one_line(cli, tmp_path, video_corpus):
     res = cli("eval", folder, video_corpus)
     assert res.exit_code == 2 and res.output.count("aiprod: error:") == 1 and "no metric for a text-encoder" in res.output
     ae = dummies.DummyAutoencoder().save_pretrained(tmp_path / "ae")
+    res = cli("eval", ae, video_corpus, "--strength", "0.5")
+    assert res.exit_code == 2 and "--strength: video to video is measured for a text-to-video YAML" in res.output
     res = cli("eval", ae, tmp_path / "missing")
     assert res.exit_code == 2 and "data folder not found" in res.output
     (ae / "model.safetensors").write_bytes(b"tampered")

@@ -525,8 +525,16 @@ class TextToVideoPipeline(Pipeline):
         batch_size: int | None = None,
         two_stage: dict[str, Any] | None = None,
         progress: bool = True,
+        video: torch.Tensor | None = None,
+        strength: float = 1.0,
     ) -> list[torch.Tensor]:
-        """The clips as ``float32 [3, T, H, W]`` in [-1, 1] on the CPU, one per prompt (see :meth:`__call__`)."""
+        """The clips as ``float32 [3, T, H, W]`` in [-1, 1] on the CPU, one per prompt (see :meth:`__call__`).
+
+        ``video`` (``[3, T, H, W]`` or one per prompt ``[B, 3, T, H, W]``, in [-1, 1]) with ``strength`` < 1:
+        video to video (SDEdit, Meng et al. 2021, https://arxiv.org/abs/2108.01073): the clip is encoded,
+        noised to ``sigma = strength`` and sampled back from there on the sampler's grid (its steps below
+        ``strength``, so fewer than ``num_inference_steps``). ``aiprod eval --strength`` uses it to tell how
+        much of a prompt the denoiser keeps when the layout is given."""
         d = self.defaults
         if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
             raise AiprodError("prompt: expected a non-empty text (or a list of them)")
@@ -536,6 +544,7 @@ class TextToVideoPipeline(Pipeline):
         cfg = float(d["guidance_scale"] if guidance_scale is None else guidance_scale)
         batch = max(1, int(batch_size or d["batch_size"]))
         self._check_sizes(frames_n, height, width, two_stage is not None)
+        init = self._video_latents(video, strength, len(prompts), frames_n, height, width, image, two_stage)
         smp = self._sampler(sampler or d["sampler"], progress)
         seeds = [None] * len(prompts) if generator is not None else [(seed or 0) + i for i in range(len(prompts))]
         first = None
@@ -550,7 +559,7 @@ class TextToVideoPipeline(Pipeline):
         for b0 in range(0, len(prompts), batch):
             latents = self._sample_latents(prompts[b0:b0 + batch], negative_prompt, frames_n, height, width, steps,
                                            cfg, smp, generator, seeds[b0:b0 + batch], callback_on_step_end, first,
-                                           two_stage)
+                                           two_stage, None if init is None else (init[b0:b0 + batch], strength))
             with self._on_device("autoencoder") as vae_dev:
                 p = _param(vae_dev)
                 video = vae_dev.decode(latents.to(p.device, p.dtype), **self.vae_kwargs)
@@ -572,6 +581,27 @@ class TextToVideoPipeline(Pipeline):
         if frames < 1 or (frames - 1) % vae.temporal_compression:
             raise AiprodError(f"num_frames: {frames} is not 1 + {vae.temporal_compression}k")
 
+    def _video_latents(self, video, strength, n, frames, height, width, image, two_stage) -> torch.Tensor | None:
+        """``video`` encoded, one latent clip per prompt (None without one); checks ``strength`` and sizes."""
+        if video is None:
+            if strength != 1.0:
+                raise AiprodError(f"strength: {strength} needs a video to start from (video to video)")
+            return None
+        if not 0.0 < strength <= 1.0:
+            raise AiprodError(f"strength: expected a noise level in (0, 1], got {strength}")
+        if image is not None or two_stage is not None:
+            raise AiprodError("video: video to video is not supported with image or two_stage")
+        video = torch.as_tensor(video, dtype=torch.float32)
+        if video.dim() == 4:
+            video = video[None]
+        if video.dim() != 5 or video.shape[0] not in (1, n) or tuple(video.shape[1:]) != (3, frames, height, width):
+            raise AiprodError(f"video: expected [3, {frames}, {height}, {width}] or [{n}, 3, {frames}, {height}, "
+                              f"{width}] in [-1, 1], got {list(video.shape)}")
+        with self._on_device("autoencoder") as vae_dev:
+            p = _param(vae_dev)
+            latents = vae_dev.encode(video if p is None else video.to(p.device, p.dtype)).float().cpu()
+        return latents.expand(n, *latents.shape[1:])
+
     def _encode(self, prompts: list[str], negative: str, cfg_on: bool):
         with self._on_device("text_encoder") as te:
             text, mask = te.encode(prompts)
@@ -581,7 +611,7 @@ class TextToVideoPipeline(Pipeline):
         return text, mask, neg
 
     def _sample_latents(self, prompts, negative, frames, height, width, steps, cfg, smp, generator, seeds,
-                        callback_on_step_end, first, two_stage) -> torch.Tensor:
+                        callback_on_step_end, first, two_stage, start=None) -> torch.Tensor:
         vae = self.components["autoencoder"]
         cfg_on = cfg != 1.0
         text, mask, neg = self._encode(prompts, negative, cfg_on)
@@ -602,6 +632,10 @@ class TextToVideoPipeline(Pipeline):
             velocity = _guided_velocity(dn, text.to(device, dtype), mask.to(device).bool(), neg, cfg, device, dtype)
             num_tokens = shape[1] * (shape[2] // dn.patch_size) * (shape[3] // dn.patch_size)
             sigmas = smp.sigmas(steps, num_tokens)
+            if start is not None:  # video to video: from the clip noised to sigma = strength, the grid below it
+                init, strength = start
+                noise = (1.0 - strength) * init + strength * noise
+                sigmas = torch.cat([torch.tensor([strength]), sigmas[sigmas < strength]])
             callback = None
             if first is not None:
                 ff = first.to(device).expand(b, -1, -1, -1, -1)

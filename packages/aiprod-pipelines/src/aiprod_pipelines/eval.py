@@ -474,11 +474,18 @@ def eval_speech(model: Any, data: Path, *, limit: int = 32, baseline: Any | None
     return out
 
 
-def eval_text_to_video(cfg: Any, ctx: Any, data: Path, *, limit: int = 32, reference: bool = True) -> dict[str, Any]:
+def eval_text_to_video(cfg: Any, ctx: Any, data: Path, *, limit: int = 32, reference: bool = True,
+                       strength: float = 1.0) -> dict[str, Any]:
     """Colour, direction and shape rates of clips generated from held-out captions (one seed per caption:
-    ``ctx.seed + i``), each beside the same measure on the corpus' own clips of those captions."""
+    ``ctx.seed + i``), each beside the same measure on the corpus' own clips of those captions.
+
+    ``strength`` < 1: each clip is sampled back from the corpus' own clip of its caption noised to that level
+    (video to video) instead of from pure noise: with the layout given, what is lost is the denoiser's
+    drawing, not its reading of the prompt (issue 18: the demo rounds squares' corners even from 0.3)."""
+    import torch
+
     from aiprod_pipelines.corpus import read_captions
-    from aiprod_pipelines.media import read_mp4, video_to_frames
+    from aiprod_pipelines.media import frames_to_video, read_mp4, video_to_frames
     from aiprod_pipelines.text_to_video import generate, load_models
 
     folder = _split_folder(data)
@@ -501,9 +508,12 @@ def eval_text_to_video(cfg: Any, ctx: Any, data: Path, *, limit: int = 32, refer
     per_prompt: dict[str, dict[str, Any]] = {}
     fills: dict[str, tuple[list[float], list[float]]] = {}
     for i, e in enumerate(ctx.progress(entries, desc="text-to-video", unit="clip")):
+        truth = read_mp4(e["path"], audio=False).frames if reference or strength < 1 else None
+        start = None if strength >= 1 else torch.from_numpy(frames_to_video(truth[:cfg.frames]))
         video = generate(models, e["caption"], negative_prompt=cfg.negative_prompt, width=cfg.width,
                          height=cfg.height, frames=cfg.frames, steps=cfg.steps, guidance_scale=cfg.guidance_scale,
-                         seed=ctx.seed + i, method=cfg.sampler, two_stage=cfg.two_stage)
+                         seed=ctx.seed + i, method=cfg.sampler, two_stage=cfg.two_stage, video=start,
+                         strength=strength)
         frames = video_to_frames(video)
         combo = " ".join(str(e[k]) for k in ("colour", "shape", "direction") if e.get(k))
         row = per_prompt.setdefault(combo, {"clips": 0, **{k: 0 for k in judges}})
@@ -519,7 +529,6 @@ def eval_text_to_video(cfg: Any, ctx: Any, data: Path, *, limit: int = 32, refer
         if (fill := shape_fill(frames, e["colour"])) is not None:
             generated_fills.append(fill)
         if reference:
-            truth = read_mp4(e["path"], audio=False).frames
             for k, judge in judges.items():
                 ref_hits[k] += bool(judge(truth, e))
             if (fill := shape_fill(truth, e["colour"])) is not None:
@@ -535,6 +544,8 @@ def eval_text_to_video(cfg: Any, ctx: Any, data: Path, *, limit: int = 32, refer
                            **({"photo_hit_rate": hits["photo"] / n} if "photo" in hits else {}), "clips": n,
                            "per_colour": {c: f"{h}/{k}" for c, (h, k) in per_colour.items()},
                            "per_prompt": dict(sorted(per_prompt.items())), "data": str(folder)}
+    if strength < 1:
+        out["strength"] = strength
     if reference:
         out.update({f"reference_{k}_hit_rate": ref_hits[k] / n for k in judges})
     return out
@@ -559,11 +570,12 @@ def floor_check(kind: str, metrics: dict[str, Any]) -> dict[str, Any] | None:
 def evaluate(component: Path, data: Path, *, limit: int = 32, kbps: float = 6.0, frames: int = 17,
              baseline: bool = True, asr: bool = True, device: str = "auto", dtype: str = "float32", seed: int = 0,
              overrides: list[str] | None = None, quiet: bool = True, force_verify: bool = False,
-             per: bool = True, recogniser: Path | None = None) -> dict[str, Any]:
+             per: bool = True, recogniser: Path | None = None, strength: float = 1.0) -> dict[str, Any]:
     """Evaluate a component folder (or a text-to-video YAML) on a data folder. Returns the report.
 
     speech-synthesizer: ``per`` scores phonemes with the ``recogniser`` folder (default: the demo's
-    weights/tiny/phoneme_recogniser of this checkout); without one, the report says why it was skipped."""
+    weights/tiny/phoneme_recogniser of this checkout); without one, the report says why it was skipped.
+    text-to-video: ``strength`` < 1 starts each clip from the corpus' own, noised (no floor then)."""
     import torch
 
     from aiprod_core.device import pick_device, pick_dtype, seed_everything
@@ -582,7 +594,9 @@ def evaluate(component: Path, data: Path, *, limit: int = 32, kbps: float = 6.0,
                               f"not a {what} {spec.name!r}")
         ctx = RunContext(source=component, device=dev, dtype=pick_dtype(dtype, dev), seed=seed, quiet=quiet,
                          force_verify=force_verify, registry=get_registry())
-        kind, metrics = "text-to-video", eval_text_to_video(cfg, ctx, data, limit=limit)
+        kind, metrics = "text-to-video", eval_text_to_video(cfg, ctx, data, limit=limit, strength=strength)
+    elif strength < 1:
+        raise AiprodError(f"--strength: video to video is measured for a text-to-video YAML, not {component}")
     elif component.is_dir():
         from aiprod_core.weights import load_component, read_config
 
@@ -626,7 +640,7 @@ def evaluate(component: Path, data: Path, *, limit: int = 32, kbps: float = 6.0,
     else:
         raise AiprodError(f"{component}: not a component folder or a pipeline YAML")
     report = {"component": str(component), "kind": kind, **metrics}
-    check = floor_check(kind, metrics)
+    check = floor_check(kind, metrics) if strength >= 1 else None  # from the ground truth: a diagnosis, no floor
     if check is not None:
         report["floor"] = check
     return report
@@ -664,14 +678,17 @@ def format_report(report: dict[str, Any]) -> str:
               help="speech-synthesizer: phoneme recogniser folder [default: weights/tiny/phoneme_recogniser].")
 @click.option("--no-per", is_flag=True, help="speech-synthesizer: skip the phoneme error rate.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="text-to-video: override a YAML key.")
+@click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="text-to-video: start each clip from the corpus' own noised to this level (1: pure noise); "
+                   "no floor below 1.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="float32", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--check", is_flag=True, help="Exit with code 1 when the floor is not met.")
 @click.option("--force-verify", is_flag=True, help="Re-hash every weight file.")
-def eval_command(component, data, limit, kbps, frames, no_baseline, no_asr, recogniser, no_per, overrides, device,
-                 dtype, seed, as_json, check, force_verify) -> None:
+def eval_command(component, data, limit, kbps, frames, no_baseline, no_asr, recogniser, no_per, overrides, strength,
+                 device, dtype, seed, as_json, check, force_verify) -> None:
     """Measure COMPONENT (a component folder, or a text-to-video YAML) on DATA against its quality floor.
 
     \b
@@ -688,7 +705,7 @@ def eval_command(component, data, limit, kbps, frames, no_baseline, no_asr, reco
     quiet = as_json or os.environ.get("AIPROD_QUIET", "") not in ("", "0")
     report = evaluate(component, data, limit=limit, kbps=kbps, frames=frames, baseline=not no_baseline,
                       asr=not no_asr, device=device, dtype=dtype, seed=seed, overrides=list(overrides), quiet=quiet,
-                      force_verify=force_verify, per=not no_per, recogniser=recogniser)
+                      force_verify=force_verify, per=not no_per, recogniser=recogniser, strength=strength)
     click.echo(json.dumps(report) if as_json else format_report(report))
     if check and report.get("floor") is not None and not report["floor"]["pass"]:
         raise click.exceptions.Exit(1)

@@ -309,15 +309,18 @@ def _two_stage(two_stage: TwoStage | None) -> dict[str, Any] | None:
 
 def generate(models: Models, prompt: str, *, negative_prompt: str = "", width: int, height: int, frames: int,
              steps: int, guidance_scale: float, seed: int, method: str = "euler", two_stage: TwoStage | None = None,
-             progress: Callable | None = None) -> torch.Tensor:
-    """One clip ``[3, frames, height, width]`` float32 in [-1, 1] on the CPU (``aiprod eval`` uses it)."""
+             progress: Callable | None = None, video: torch.Tensor | None = None,
+             strength: float = 1.0) -> torch.Tensor:
+    """One clip ``[3, frames, height, width]`` float32 in [-1, 1] on the CPU (``aiprod eval`` uses it);
+    from ``video`` noised to ``strength`` when given (video to video)."""
     import torch
 
     with torch.no_grad():
         pipe = build_pipeline(models)
         return pipe.generate_videos([prompt], negative_prompt, num_frames=frames, height=height, width=width,
                                     num_inference_steps=steps, guidance_scale=guidance_scale, seed=seed,
-                                    sampler=method, two_stage=_two_stage(two_stage), progress=progress is not None)[0]
+                                    sampler=method, two_stage=_two_stage(two_stage), progress=progress is not None,
+                                    video=video, strength=strength)[0]
 
 
 def read_prompts(cfg: TextToVideoConfig, ctx: RunContext) -> list[str]:
