@@ -209,6 +209,8 @@ def test_eval_text_to_video_colour_hits(cli, tmp_path, video_corpus):
     v2v = json.loads(res.output)
     assert v2v["strength"] == 0.5 and "floor" not in v2v and v2v["clips"] == 4 and v2v["colour_hit_rate"] == 1.0
     assert "strength" not in r
+    res = cli("eval", path, video_corpus, "--strength", "0.5", "--set", "frames=9")  # longer than the corpus' clips
+    assert res.exit_code == 2 and res.output.count("aiprod: error:") == 1 and "--strength starts from" in res.output
 
 
 def test_eval_text_to_video_photo_hits(cli, tmp_path):

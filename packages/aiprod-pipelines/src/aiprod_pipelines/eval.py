@@ -510,6 +510,10 @@ def eval_text_to_video(cfg: Any, ctx: Any, data: Path, *, limit: int = 32, refer
     for i, e in enumerate(ctx.progress(entries, desc="text-to-video", unit="clip")):
         truth = read_mp4(e["path"], audio=False).frames if reference or strength < 1 else None
         start = None if strength >= 1 else torch.from_numpy(frames_to_video(truth[:cfg.frames]))
+        if start is not None and tuple(start.shape[1:]) != (cfg.frames, cfg.height, cfg.width):
+            raise AiprodError(f"{e['path']}: --strength starts from this clip, {start.shape[1]} frames "
+                              f"{start.shape[3]}x{start.shape[2]}; the YAML makes {cfg.frames} frames "
+                              f"{cfg.width}x{cfg.height}")
         video = generate(models, e["caption"], negative_prompt=cfg.negative_prompt, width=cfg.width,
                          height=cfg.height, frames=cfg.frames, steps=cfg.steps, guidance_scale=cfg.guidance_scale,
                          seed=ctx.seed + i, method=cfg.sampler, two_stage=cfg.two_stage, video=start,
