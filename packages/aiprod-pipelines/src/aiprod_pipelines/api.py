@@ -551,10 +551,7 @@ class TextToVideoPipeline(Pipeline):
         if image is not None:
             if two_stage is not None:
                 raise AiprodError("image: first-frame conditioning is not supported with two_stage")
-            with self._on_device("autoencoder") as vae_dev:
-                img = load_image(image, width, height)
-                p = _param(vae_dev)
-                first = vae_dev.encode(img[None, :, None].to(p.device, p.dtype)).float()  # [1, C, 1, h, w]
+            first = self._vae_encode(load_image(image, width, height)[None, :, None])  # [1, C, 1, h, w]
         videos: list[torch.Tensor] = []
         for b0 in range(0, len(prompts), batch):
             latents = self._sample_latents(prompts[b0:b0 + batch], negative_prompt, frames_n, height, width, steps,
@@ -597,10 +594,15 @@ class TextToVideoPipeline(Pipeline):
         if video.dim() != 5 or video.shape[0] not in (1, n) or tuple(video.shape[1:]) != (3, frames, height, width):
             raise AiprodError(f"video: expected [3, {frames}, {height}, {width}] or [{n}, 3, {frames}, {height}, "
                               f"{width}] in [-1, 1], got {list(video.shape)}")
+        latents = self._vae_encode(video)
+        return latents.expand(n, *latents.shape[1:])
+
+    def _vae_encode(self, video: torch.Tensor) -> torch.Tensor:
+        """``video [B, 3, T, H, W]`` in [-1, 1] -> normalised latents, float32 on the CPU (the autoencoder on its
+        device and dtype for the call)."""
         with self._on_device("autoencoder") as vae_dev:
             p = _param(vae_dev)
-            latents = vae_dev.encode(video if p is None else video.to(p.device, p.dtype)).float().cpu()
-        return latents.expand(n, *latents.shape[1:])
+            return vae_dev.encode(video if p is None else video.to(p.device, p.dtype)).float().cpu()
 
     def _encode(self, prompts: list[str], negative: str, cfg_on: bool):
         with self._on_device("text_encoder") as te:
