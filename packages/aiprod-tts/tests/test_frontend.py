@@ -154,6 +154,13 @@ def test_inventory_checks():
 
 def test_sentence_split():
     assert split_sentences("One. Two?  Three! ") == ["One.", "Two?", "Three!"]
+    # a title's period ends no sentence (it was spoken alone, then a sentence pause); an address may end one
+    assert split_sentences("Mr. Green met Dr. Brown. St. Paul is far.") == ["Mr. Green met Dr. Brown.",
+                                                                              "St. Paul is far."]
+    assert split_sentences("He lives on Baker St. Then he left.") == ["He lives on Baker St.", "Then he left."]
+    assert split_sentences("Dr. Brown lives on Mulholland Dr. He drives.") == ["Dr. Brown lives on Mulholland Dr.",
+                                                                               "He drives."]
+    assert split_sentences("I saw the doctor. Mrs. Smith did not.") == ["I saw the doctor.", "Mrs. Smith did not."]
     long = ", ".join(["word"] * 100) + "."
     parts = split_sentences(long, max_chars=60)
     assert len(parts) > 1 and all(len(p) <= 61 for p in parts)

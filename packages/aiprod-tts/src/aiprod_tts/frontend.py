@@ -377,12 +377,36 @@ class TextFrontend:
 
 
 _SENTENCE_RE = re.compile(r"(?<=[.!?;])\s+(?=\S)")
+#: abbreviations written before a name ("Mr. Green", "Dr. Brown", "St. Paul"): their period ends no sentence
+_TITLES = frozenset({"mr", "mrs", "ms", "dr", "st", "prof", "capt", "gen", "col", "sgt", "rev", "hon", "lt", "maj",
+                     "mt"})
+
+
+def _ends_sentence(before: str) -> bool:
+    """Whether the mark that ends ``before`` closes a sentence: not a title's period ("Mr." in "Mr. Green
+    moved"); "St." and "Dr." after a name are an address ("on Baker St."), which may end one (the rule
+    ``normalize_text`` reads them by)."""
+    words = before.split()
+    if not before.endswith(".") or words[-1][:-1].lower() not in _TITLES:
+        return True
+    if words[-1][:-1].lower() not in _TITLE_OR_ADDRESS or len(words) < 2:
+        return False
+    prev = words[-2]
+    prev_starts_sentence = len(words) < 3 or words[-3][-1:] in ".!?"
+    return prev[:1].isupper() and prev.isalpha() and not prev_starts_sentence
 
 
 def split_sentences(text: str, max_chars: int = 300) -> list[str]:
-    """Split long text into sentences (and over-long sentences at commas) for synthesis one by one."""
+    """Split long text into sentences (and over-long sentences at commas) for synthesis one by one. A
+    title's period ("Dr. Brown") does not split: each sentence is planned and paused as one."""
+    text, sentences, start = text.strip(), [], 0
+    for m in _SENTENCE_RE.finditer(text):
+        if _ends_sentence(text[start:m.start()]):
+            sentences.append(text[start:m.start()])
+            start = m.end()
+    sentences.append(text[start:])
     out = []
-    for sent in _SENTENCE_RE.split(text.strip()):
+    for sent in sentences:
         while len(sent) > max_chars:
             cut = sent.rfind(",", 0, max_chars)
             cut = cut if cut > 0 else sent.rfind(" ", 0, max_chars)
