@@ -121,13 +121,18 @@ def _cased(word: str, like: str) -> str:
     return word[0].upper() + word[1:] if like[:1].isupper() else word
 
 
+def _after_name(prev: str, earlier: str) -> bool:
+    """Whether ``prev``, the word before "St." / "Dr." (``earlier``: the text before it), is a name: then the
+    abbreviation is an address ("Baker St."), else a title ("St. Paul", "In St. Louis")."""
+    prev_starts_sentence = not earlier or earlier[-1] in ".!?"
+    return prev[:1].isupper() and prev.isalpha() and not prev_starts_sentence
+
+
 def _title_or_address(m: re.Match) -> str:
     before, abbr, after = m.group(1) or "", m.group(2), m.group(3)
     title, address = _TITLE_OR_ADDRESS[abbr.lower()]
     prev = before.strip()
-    earlier = m.string[: m.start()].rstrip()
-    prev_starts_sentence = not earlier or earlier[-1] in ".!?"
-    after_name = prev[:1].isupper() and prev.isalpha() and not prev_starts_sentence
+    after_name = _after_name(prev, m.string[: m.start()].rstrip())
     next_is_name = after is not None and after.strip()[:1].isupper()
     # "Baker St." / "Baker St. Then ..." → street; "St. Paul", "visited St. Paul", "In St. Louis" → saint
     if next_is_name:  # "St. Paul", "In St. Louis", "Dr. Brown" → title; "on Baker St. Then" → address
@@ -391,9 +396,7 @@ def _ends_sentence(before: str) -> bool:
         return True
     if words[-1][:-1].lower() not in _TITLE_OR_ADDRESS or len(words) < 2:
         return False
-    prev = words[-2]
-    prev_starts_sentence = len(words) < 3 or words[-3][-1:] in ".!?"
-    return prev[:1].isupper() and prev.isalpha() and not prev_starts_sentence
+    return _after_name(words[-2], " ".join(words[:-2]))
 
 
 def split_sentences(text: str, max_chars: int = 300) -> list[str]:
