@@ -36,6 +36,33 @@ for s in 1 2 3; do
 done
 # the phoneme recogniser's own espeak-ng corpus (another seed: 1,200 + 64 held-out utterances)
 [ -d data/recogniser_corpus ] || python tools/make_tts_corpus.py data/recogniser_corpus -n 1200 --heldout 64 --seed 7
+# four more draws of the speech corpus (240 sentences each), from which every sentence of the held-out sets the
+# speech floors are measured on (corpus seeds 0, 101-103) is removed: the codec's fine-tune reads them as they
+# are, the voice's last stages as one LJSpeech folder with data/tts_corpus/train (data/tts_extra/train)
+for s in 1 2 3 4; do
+  [ -d data/codec_extra/s$s ] || python tools/make_tts_corpus.py data/codec_extra/s$s -n 240 --seed $s
+done
+python - <<'EOF'
+from pathlib import Path
+from aiprod_tts.corpus import make_sentences
+held = {t.lower()[:-1] for seed in (0, 101, 102, 103) for t in make_sentences(256, seed)[240:]}
+out = Path("data/tts_extra/train")
+(out / "wavs").mkdir(parents=True, exist_ok=True)
+lines = []
+for root in [Path("data/tts_corpus/train")] + sorted(Path("data/codec_extra").glob("s*")):
+    for line in (root / "metadata.csv").read_text().splitlines():
+        uid, text, _ = line.split("|", 2)
+        wav = root / "wavs" / f"{uid}.wav"
+        if text.lower()[:-1] in held:
+            wav.unlink(missing_ok=True)
+            continue
+        new = f"{root.name}-{uid}"  # train-ESP001-0000, s1-ESP001-0000, ...
+        link = out / "wavs" / f"{new}.wav"
+        if not link.exists():
+            link.symlink_to(wav.resolve())
+        lines.append(line.replace(uid, new, 1))
+(out / "metadata.csv").write_text("\n".join(lines) + "\n")
+EOF
 
 publish() {  # publish RUN_FOLDER NAME: the verified component folder becomes weights/tiny/NAME
   aiprod verify "$1"
@@ -51,11 +78,14 @@ aiprod train configs/train/tiny/hwvae_demo.yaml > logs/hwvae.log 2>&1
 
 # 3. the voice and the text encoder. The voice: the frontend's G2P model (CMUdict, 2% of words held out),
 #    a first acoustic model on espeak-ng phonemes (needs aiprod-tts[espeak]), fine-tuned on the lexicon + G2P
-#    phonemes, then the vocoder (iSTFT head, issue 21): the published voice needs no system program and
-#    carries the G2P model in weights/tiny/tts/g2p
+#    phonemes, then the vocoder (iSTFT head, issue 21); then both fine-tuned on five times the sentences
+#    (data/tts_extra), the vocoder last on the acoustic model's own mels: the published voice needs no system
+#    program and carries the G2P model in weights/tiny/tts/g2p
 G2P_YAML=configs/train/tiny/g2p_demo.yaml  # 700 steps of a 700-step cosine, then extended to 1,900
 ( aiprod train $G2P_YAML --set train.max_steps=700 && aiprod train $G2P_YAML && aiprod train configs/train/tiny/tts_demo.yaml \
-  && aiprod train configs/train/tiny/tts_lexicon_demo.yaml && aiprod train configs/train/tiny/tts_vocoder_demo.yaml ) \
+  && aiprod train configs/train/tiny/tts_lexicon_demo.yaml && aiprod train configs/train/tiny/tts_vocoder_demo.yaml \
+  && aiprod train configs/train/tiny/tts_extra_demo.yaml && aiprod train configs/train/tiny/tts_vocoder_extra_demo.yaml \
+  && aiprod train configs/train/tiny/tts_vocoder_predicted_demo.yaml ) \
   > logs/tts.log 2>&1 &
 TTS=$!
 aiprod train configs/train/tiny/text_encoder_demo.yaml > logs/textenc.log 2>&1
@@ -106,23 +136,10 @@ wait $DECODER
   && aiprod train $MSE_YAML --set train.max_steps=1800 --set train.stop_at=1200 \
   && aiprod train $MSE_YAML ) > logs/hwvae_decoder_mse.log 2>&1
 publish runs/demo/hwvae_decoder_mse/final/model hwvae
-wait $TTS && publish runs/demo/tts_vocoder/final/tts tts
+wait $TTS && publish runs/demo/tts_vocoder_predicted/final/tts tts
 wait $CODEC && publish runs/demo/audio_codec/final/codec audio_codec
 # ... then fine-tuned (450 steps, extended to 750; the floor's metric -SI-SDR added to its losses) on four more espeak-ng draws of
-# the corpus, from which every sentence of the held-out sets its floor is measured on (seeds 0, 101-103) is removed
-for s in 1 2 3 4; do
-  [ -d data/codec_extra/s$s ] || python tools/make_tts_corpus.py data/codec_extra/s$s -n 240 --seed $s
-done
-python - <<'EOF'
-from pathlib import Path
-from aiprod_tts.corpus import make_sentences
-held = {t.lower()[:-1] for seed in (0, 101, 102, 103) for t in make_sentences(256, seed)[240:]}
-for meta in Path("data/codec_extra").glob("s*/metadata.csv"):
-    for line in meta.read_text().splitlines():
-        uid, text, _ = line.split("|", 2)
-        if text.lower()[:-1] in held:
-            (meta.parent / "wavs" / f"{uid}.wav").unlink(missing_ok=True)
-EOF
+# the corpus (data/codec_extra, written in step 1)
 CODEC_FT=configs/train/tiny/audio_codec_demo_ft.yaml
 ( aiprod train $CODEC_FT --set train.max_steps=450 && aiprod train $CODEC_FT ) > logs/codec_ft.log 2>&1
 publish runs/demo/audio_codec_ft/final/codec audio_codec
