@@ -14,7 +14,7 @@ WEIGHTS = ROOT / "weights" / "tiny"
 COMPONENTS = {
     "hwvae": ("video-autoencoder", "hwvae", "hwvae_demo.yaml"),
     "audio_codec": ("audio-codec", "nac-rvq", "audio_codec_demo.yaml"),
-    "tts": ("speech-synthesizer", "fastspeech2-hifigan", "tts_vocoder_predicted_demo.yaml"),
+    "tts": ("speech-synthesizer", "fastspeech2-hifigan", "tts_extra2_demo.yaml"),
     "text_encoder": ("text-encoder", "gemma3-lora", "text_encoder_demo.yaml"),
     "upsampler": ("latent-upsampler", "latent-x2", "upsampler_demo.yaml"),
     "shdt": ("video-denoiser", "shdt", "shdt_head_demo.yaml"),

@@ -79,13 +79,14 @@ aiprod train configs/train/tiny/hwvae_demo.yaml > logs/hwvae.log 2>&1
 # 3. the voice and the text encoder. The voice: the frontend's G2P model (CMUdict, 2% of words held out),
 #    a first acoustic model on espeak-ng phonemes (needs aiprod-tts[espeak]), fine-tuned on the lexicon + G2P
 #    phonemes, then the vocoder (iSTFT head, issue 21); then both fine-tuned on five times the sentences
-#    (data/tts_extra), the vocoder last on the acoustic model's own mels: the published voice needs no system
+#    (data/tts_extra), the vocoder on the acoustic model's own mels, then the acoustic model again, 6,000 steps
+#    (tts_extra2_demo.yaml; the published voice's last stage): the published voice needs no system
 #    program and carries the G2P model in weights/tiny/tts/g2p
 G2P_YAML=configs/train/tiny/g2p_demo.yaml  # 700 steps of a 700-step cosine, then extended to 1,900
 ( aiprod train $G2P_YAML --set train.max_steps=700 && aiprod train $G2P_YAML && aiprod train configs/train/tiny/tts_demo.yaml \
   && aiprod train configs/train/tiny/tts_lexicon_demo.yaml && aiprod train configs/train/tiny/tts_vocoder_demo.yaml \
   && aiprod train configs/train/tiny/tts_extra_demo.yaml && aiprod train configs/train/tiny/tts_vocoder_extra_demo.yaml \
-  && aiprod train configs/train/tiny/tts_vocoder_predicted_demo.yaml ) \
+  && aiprod train configs/train/tiny/tts_vocoder_predicted_demo.yaml && aiprod train configs/train/tiny/tts_extra2_demo.yaml ) \
   > logs/tts.log 2>&1 &
 TTS=$!
 aiprod train configs/train/tiny/text_encoder_demo.yaml > logs/textenc.log 2>&1
@@ -136,7 +137,7 @@ wait $DECODER
   && aiprod train $MSE_YAML --set train.max_steps=1800 --set train.stop_at=1200 \
   && aiprod train $MSE_YAML ) > logs/hwvae_decoder_mse.log 2>&1
 publish runs/demo/hwvae_decoder_mse/final/model hwvae
-wait $TTS && publish runs/demo/tts_vocoder_predicted/final/tts tts
+wait $TTS && publish runs/demo/tts_extra2/final/tts tts
 wait $CODEC && publish runs/demo/audio_codec/final/codec audio_codec
 # ... then fine-tuned (450 steps, extended to 750; the floor's metric -SI-SDR added to its losses) on four more espeak-ng draws of
 # the corpus (data/codec_extra, written in step 1)
